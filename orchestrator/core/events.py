@@ -1,0 +1,160 @@
+"""Events: the facts appended to `wf.events`, named in the past tense.
+
+Every event of one execution is wrapped in a `RecordedEvent` carrying the
+execution id, a gap-free sequence number starting at 1, the decision time and
+the cause (what input led to it). JSON payloads (input, output) are plain
+Python values; sensitive input values are already sealed
+(`{"$secret": "<token>"}`) before they reach an event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+__all__ = [
+    "WorkflowStarted",
+    "WorkflowStartRejected",
+    "StepScheduled",
+    "StepCompleted",
+    "StepAttemptFailed",
+    "StepFailed",
+    "StepSkipped",
+    "TimerScheduled",
+    "TimerFired",
+    "WorkflowCompleted",
+    "WorkflowFailed",
+    "WorkflowCancelled",
+    "CommandRejected",
+    "Event",
+    "RecordedEvent",
+]
+
+
+@dataclass(frozen=True)
+class WorkflowStarted:
+    workflow_name: str
+    workflow_version: str
+    input: Any
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowStartRejected:
+    """A start that never ran: unknown workflow or invalid input."""
+
+    workflow_name: str
+    workflow_version: str | None
+    input: Any  # redacted: sensitive fields replaced by "***"
+    violations: tuple[str, ...]
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class StepScheduled:
+    """A task for this attempt of the step was sent to the executors."""
+
+    step: str
+    attempt: int
+    deadline_at: int  # epoch ms after which the attempt counts as timed out
+
+
+@dataclass(frozen=True)
+class StepCompleted:
+    step: str
+    attempt: int
+    output: Any
+
+
+@dataclass(frozen=True)
+class StepAttemptFailed:
+    """One attempt failed; `will_retry` says whether another one follows."""
+
+    step: str
+    attempt: int
+    error: str
+    transient: bool
+    will_retry: bool
+    status_code: int | None = None
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    """The step failed for good; `action` is the on_failure action applied."""
+
+    step: str
+    attempts: int
+    error: str
+    action: str  # terminate | continue | compensate
+
+
+@dataclass(frozen=True)
+class StepSkipped:
+    step: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TimerScheduled:
+    """A durable timer. Ids: `timeout:<step>:<attempt>`, `retry:<step>:<attempt>`
+    (fires to start that attempt), `execution-timeout`."""
+
+    timer_id: str
+    fire_at: int  # epoch ms
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer_id: str
+
+
+@dataclass(frozen=True)
+class WorkflowCompleted:
+    output: Any
+
+
+@dataclass(frozen=True)
+class WorkflowFailed:
+    error: str
+    step: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowCancelled:
+    reason: str
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandRejected:
+    """A command that could not apply to this execution, kept for the audit."""
+
+    command: str
+    reason: str
+    requested_by: str | None = None
+
+
+Event = Union[
+    WorkflowStarted,
+    WorkflowStartRejected,
+    StepScheduled,
+    StepCompleted,
+    StepAttemptFailed,
+    StepFailed,
+    StepSkipped,
+    TimerScheduled,
+    TimerFired,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowCancelled,
+    CommandRejected,
+]
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    execution_id: str
+    sequence: int  # 1, 2, 3, ... per execution, never reused
+    recorded_at: int  # epoch ms: the `now` of the decision
+    cause: str  # e.g. "command:StartWorkflow", "result:create_user#2", "timer:retry:x:1"
+    event: Event

@@ -1,0 +1,133 @@
+"""Messages between the roles: commands in, tasks out, results back.
+
+Commands are imperative (`wf.commands`, published by clients), tasks are what
+the decider asks executors to do (`wf.tasks`), results are what executors
+report (`wf.results`). All are keyed by execution id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Union
+
+__all__ = [
+    "StartWorkflow",
+    "CancelWorkflow",
+    "SignalWorkflow",
+    "FireTimer",
+    "TaskSucceeded",
+    "TaskFailed",
+    "ExecuteStep",
+    "Command",
+    "TaskResult",
+    "Input",
+    "DefinitionRegistered",
+    "ExternalEvent",
+]
+
+
+@dataclass(frozen=True)
+class StartWorkflow:
+    execution_id: str
+    workflow_name: str
+    workflow_version: str | None  # None: the latest registered version
+    input: Any
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelWorkflow:
+    execution_id: str
+    reason: str = "cancelled"
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalWorkflow:
+    execution_id: str
+    name: str
+    data: Any = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class FireTimer:
+    """Internal: the decider's clock says a timer is due. Never on Kafka."""
+
+    execution_id: str
+    timer_id: str
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    execution_id: str
+    step: str
+    attempt: int
+    output: Any
+    started_at: int  # epoch ms, executor clock
+    finished_at: int
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    execution_id: str
+    step: str
+    attempt: int
+    error: str
+    transient: bool  # connection errors, timeouts, 408, 429, 5xx
+    status_code: int | None
+    started_at: int
+    finished_at: int
+
+
+Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow]
+TaskResult = Union[TaskSucceeded, TaskFailed]
+Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, FireTimer, TaskSucceeded, TaskFailed]
+
+
+@dataclass(frozen=True)
+class ExecuteStep:
+    """A task: perform one attempt of one step.
+
+    `step` is the step's definition as a JSON object (name, type, config,
+    output mapping...): the executor renders its templates against `context`
+    (`{"input": ..., "steps": {name: {"output", "status", "completed",
+    "error", "attempts"}}, "execution": {"id", "workflow", "version"}}`), so
+    secrets and `hash()` are resolved only there.
+    """
+
+    execution_id: str
+    workflow_name: str
+    workflow_version: str
+    step_name: str
+    step_type: str
+    attempt: int
+    idempotency_key: str  # "<execution_id>/<step>", stable across attempts
+    step: Any
+    context: Any
+    deadline_at: int  # epoch ms
+    timeout_ms: int
+
+
+@dataclass(frozen=True)
+class DefinitionRegistered:
+    """A workflow definition version on the compacted `wf.definitions` topic."""
+
+    name: str
+    version: str
+    source: str  # the definition as the author wrote it (YAML or JSON text)
+    source_format: str  # yaml | json
+    digest: str  # sha256 of the canonical JSON of the parsed definition
+    registered_at: int  # epoch ms
+    registered_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalEvent:
+    """A business event from an external system (`wf.external-events`)."""
+
+    event_id: str
+    event_type: str
+    data: Any
+    occurred_at: int  # epoch ms
+    source: str | None = None
