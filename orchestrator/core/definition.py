@@ -1,0 +1,302 @@
+"""The workflow language (`apiVersion: workflow/v1`) as typed, immutable models.
+
+Parsing checks shapes and types; `orchestrator.core.validation` checks what
+spans the whole definition (names, cycles, templates, schemas).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+
+from .durations import format_duration_ms, parse_duration_ms
+
+__all__ = [
+    "RetryPolicy",
+    "OnFailure",
+    "OnTimeout",
+    "ServiceCallConfig",
+    "ValidationRule",
+    "ValidationConfig",
+    "WaitForEventConfig",
+    "Step",
+    "WorkflowDefinition",
+    "STEP_TYPES",
+    "CONFIG_MODELS",
+]
+
+STEP_TYPES = ("service_call", "validation", "wait_for_event")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: Any) -> int | None:
+    return None if value is None else parse_duration_ms(value)
+
+
+def _duration_text(value: int | None) -> str | None:
+    # Dump durations in the language's own form ("30m"): a bare number would
+    # read back as *seconds*, so dumping milliseconds would not round-trip.
+    return None if value is None else format_duration_ms(value)
+
+
+class RetryPolicy(_Model):
+    max_attempts: int = Field(3, ge=1, le=1000)
+    backoff: Literal["exponential", "fixed", "linear"] = "exponential"
+    initial_delay_ms: int = Field(1000, alias="initial_delay", ge=0)
+    max_delay_ms: int = Field(60_000, alias="max_delay", ge=0)
+    multiplier: float = Field(2.0, ge=1.0)
+    jitter: float = Field(0.1, ge=0.0, le=1.0)  # +/- fraction of each delay
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("initial_delay_ms", "max_delay_ms", mode="before")
+    @classmethod
+    def _parse_delay(cls, value: Any) -> int | None:
+        return _duration(value)
+
+    @field_serializer("initial_delay_ms", "max_delay_ms")
+    def _dump_delay(self, value: int) -> str | None:
+        return _duration_text(value)
+
+    @field_validator("jitter", mode="before")
+    @classmethod
+    def _parse_jitter(cls, value: Any) -> Any:
+        if value is True:
+            return 0.1
+        if value is False:
+            return 0.0
+        return value
+
+
+class OnFailure(_Model):
+    action: Literal["terminate", "continue", "retry", "compensate"] = "terminate"
+    message: str | None = None
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    compensation_workflow: str | None = None
+
+
+class OnTimeout(_Model):
+    action: Literal["terminate", "fail", "continue", "compensate"] = "terminate"
+    message: str | None = None
+    compensation_workflow: str | None = None
+
+
+class ServiceCallConfig(_Model):
+    service: str
+    endpoint: str = "/"
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    payload: Any = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    query: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class ValidationRule(_Model):
+    field: str
+    rule: str
+    service: str | None = None
+    message: str | None = None
+    value: Any = None  # the rule's argument: a regex, a length...
+
+
+class ValidationConfig(_Model):
+    validation_rules: tuple[ValidationRule, ...] = Field(min_length=1)
+
+
+class WaitForEventConfig(_Model):
+    event_type: str | None = None
+    signal: str | None = None
+    timeout_ms: int | None = Field(None, alias="timeout")
+    filter: dict[str, Any] = Field(default_factory=dict)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("timeout_ms", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> int | None:
+        return _duration(value)
+
+    @field_serializer("timeout_ms")
+    def _dump_timeout(self, value: int | None) -> str | None:
+        return _duration_text(value)
+
+
+CONFIG_MODELS: dict[str, type[_Model]] = {
+    "service_call": ServiceCallConfig,
+    "validation": ValidationConfig,
+    "wait_for_event": WaitForEventConfig,
+}
+
+
+class Step(_Model):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    type: Literal["service_call", "validation", "wait_for_event"]
+    description: str | None = None
+    depends_on: tuple[str, ...] | None = None
+    parallel: bool = False
+    condition: str | None = None
+    config: ServiceCallConfig | ValidationConfig | WaitForEventConfig
+    output: Any = None  # mapping rendered with `response` in scope
+    timeout_ms: int | None = Field(None, alias="timeout")
+    retry_policy: RetryPolicy | None = None
+    on_failure: OnFailure = OnFailure()
+    on_timeout: OnTimeout | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("config", mode="before")
+    @classmethod
+    def _typed_config(cls, value: Any, info: Any) -> Any:
+        model = CONFIG_MODELS.get(info.data.get("type", ""))
+        if model is None or isinstance(value, model):
+            return value
+        return model.model_validate(value if value is not None else {})
+
+    @field_validator("timeout_ms", mode="before")
+    @classmethod
+    def _parse_timeout(cls, value: Any) -> int | None:
+        return _duration(value)
+
+    @field_serializer("timeout_ms")
+    def _dump_timeout(self, value: int | None) -> str | None:
+        return _duration_text(value)
+
+
+class ExecutionConfig(_Model):
+    timeout_ms: int = Field(300_000, alias="timeout")  # one attempt of a step
+    execution_timeout_ms: int | None = Field(None, alias="execution_timeout")
+    retry_policy: RetryPolicy = RetryPolicy()
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("timeout_ms", "execution_timeout_ms", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> int | None:
+        return _duration(value)
+
+    @field_serializer("timeout_ms", "execution_timeout_ms")
+    def _dump(self, value: int | None) -> str | None:
+        return _duration_text(value)
+
+
+class InputSpec(_Model):
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Compensation(_Model):
+    steps: tuple[Step, ...] = ()
+    workflow: str | None = None  # a registered workflow to start instead
+
+
+class OutputSpec(_Model):
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    mapping: dict[str, Any] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Spec(_Model):
+    config: ExecutionConfig = ExecutionConfig()
+    input: InputSpec = InputSpec()
+    steps: tuple[Step, ...] = Field(min_length=1)
+    compensation: Compensation | None = None
+    output: OutputSpec | None = None
+
+
+class Metadata(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=200)
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=100)
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        # YAML reads `version: 1.2` as a float; the author meant text.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+class WorkflowDefinition(_Model):
+    api_version: Literal["workflow/v1"] = Field(alias="apiVersion")
+    kind: Literal["Workflow"]
+    metadata: Metadata
+    spec: Spec
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def version(self) -> str:
+        return self.metadata.version
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.name}@{self.metadata.version}"
+
+    @cached_property
+    def steps_by_name(self) -> dict[str, Step]:
+        return {step.name: step for step in self.spec.steps}
+
+    @cached_property
+    def dependencies(self) -> dict[str, tuple[str, ...]]:
+        """Each step's prerequisites, after the ordering rules of the language.
+
+        Explicit `depends_on` wins (`[]` makes a root). Otherwise a step follows
+        the step listed before it; a run of consecutive `parallel: true` steps
+        all follow the step before the run, and the step after such a run
+        joins the whole run.
+        """
+        deps: dict[str, tuple[str, ...]] = {}
+        before_run: tuple[str, ...] = ()  # what the current parallel run follows
+        previous: tuple[str, ...] = ()  # what a step without depends_on follows
+        run: list[str] = []
+        for step in self.spec.steps:
+            if step.parallel:
+                if not run:
+                    before_run = previous
+                run.append(step.name)
+                implicit = before_run
+            else:
+                if run:
+                    previous = tuple(run)
+                    run = []
+                implicit = previous
+            deps[step.name] = step.depends_on if step.depends_on is not None else implicit
+            if not step.parallel:
+                previous = (step.name,)
+        return deps
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> WorkflowDefinition:
+        # A copy starts from this instance's __dict__, which holds the cached
+        # properties above: drop them so they follow the copy's own steps.
+        copied = super().model_copy(update=update, deep=deep)
+        for name in _CACHED:
+            copied.__dict__.pop(name, None)
+        return copied
+
+    def retry_policy(self, step: Step) -> RetryPolicy:
+        policy = step.retry_policy or self.spec.config.retry_policy
+        if step.on_failure.max_attempts is not None:
+            policy = policy.model_copy(update={"max_attempts": step.on_failure.max_attempts})
+        return policy
+
+    def attempt_timeout_ms(self, step: Step) -> int:
+        return step.timeout_ms if step.timeout_ms is not None else self.spec.config.timeout_ms
+
+
+_CACHED = ("steps_by_name", "dependencies")

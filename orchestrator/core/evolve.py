@@ -1,0 +1,189 @@
+"""evolve(state, recorded event) -> state: the only way state changes.
+
+Live decisions and replays both run these appliers, so they cannot drift.
+Appliers never look at the definition: a history replays on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from .events import (
+    CommandRejected,
+    RecordedEvent,
+    StepAttemptFailed,
+    StepCompleted,
+    StepFailed,
+    StepScheduled,
+    StepSkipped,
+    TimerFired,
+    TimerScheduled,
+    WorkflowCancelled,
+    WorkflowCompleted,
+    WorkflowFailed,
+    WorkflowStarted,
+    WorkflowStartRejected,
+)
+from .state import ExecutionState, StepState
+
+__all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id"]
+
+
+def initial_state(execution_id: str) -> ExecutionState:
+    return ExecutionState(execution_id=execution_id)
+
+
+def attempt_timer_id(step: str, attempt: int) -> str:
+    return f"timeout:{step}:{attempt}"
+
+
+def retry_timer_id(step: str, attempt: int) -> str:
+    return f"retry:{step}:{attempt}"
+
+
+def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(mapping)
+
+
+def _with_step(state: ExecutionState, name: str, step: StepState, **changes: Any) -> ExecutionState:
+    return replace(state, steps=_frozen({**state.steps, name: step}), **changes)
+
+
+def _without_timer(timers: Mapping[str, int], timer_id: str) -> Mapping[str, int]:
+    if timer_id not in timers:
+        return timers
+    return _frozen({k: v for k, v in timers.items() if k != timer_id})
+
+
+def _started(s: ExecutionState, e: WorkflowStarted, r: RecordedEvent) -> ExecutionState:
+    return replace(
+        s,
+        status="running",
+        workflow_name=e.workflow_name,
+        workflow_version=e.workflow_version,
+        input=e.input,
+        requested_by=e.requested_by,
+        started_at=r.recorded_at,
+    )
+
+
+def _rejected(s: ExecutionState, e: WorkflowStartRejected, r: RecordedEvent) -> ExecutionState:
+    return replace(
+        s,
+        status="failed",
+        workflow_name=e.workflow_name,
+        workflow_version=e.workflow_version or "",
+        input=e.input,
+        requested_by=e.requested_by,
+        error="rejected: " + "; ".join(e.violations),
+        started_at=r.recorded_at,
+        finished_at=r.recorded_at,
+    )
+
+
+def _scheduled(s: ExecutionState, e: StepScheduled, r: RecordedEvent) -> ExecutionState:
+    step = s.step(e.step)
+    started = step.started_at if step.started_at is not None else r.recorded_at
+    timers = _without_timer(s.timers, retry_timer_id(e.step, e.attempt))
+    timers = _frozen({**timers, attempt_timer_id(e.step, e.attempt): e.deadline_at})
+    return _with_step(s, e.step, replace(step, status="running", attempt=e.attempt, started_at=started), timers=timers)
+
+
+def _completed(s: ExecutionState, e: StepCompleted, r: RecordedEvent) -> ExecutionState:
+    step = replace(
+        s.step(e.step),
+        status="completed",
+        output=e.output,
+        error=None,
+        finished_at=r.recorded_at,
+        finished_seq=r.sequence,
+    )
+    return _with_step(s, e.step, step, timers=_without_timer(s.timers, attempt_timer_id(e.step, e.attempt)))
+
+
+def _attempt_failed(s: ExecutionState, e: StepAttemptFailed, r: RecordedEvent) -> ExecutionState:
+    step = s.step(e.step)
+    step = replace(step, status="retrying" if e.will_retry else step.status, error=e.error)
+    return _with_step(s, e.step, step, timers=_without_timer(s.timers, attempt_timer_id(e.step, e.attempt)))
+
+
+def _step_failed(s: ExecutionState, e: StepFailed, r: RecordedEvent) -> ExecutionState:
+    step = replace(
+        s.step(e.step),
+        status="failed",
+        attempt=max(e.attempts, s.step(e.step).attempt),
+        error=e.error,
+        finished_at=r.recorded_at,
+        finished_seq=r.sequence,
+    )
+    timers = s.timers
+    for attempt in range(1, step.attempt + 2):
+        timers = _without_timer(_without_timer(timers, attempt_timer_id(e.step, attempt)), retry_timer_id(e.step, attempt))
+    return _with_step(s, e.step, step, timers=timers)
+
+
+def _skipped(s: ExecutionState, e: StepSkipped, r: RecordedEvent) -> ExecutionState:
+    step = replace(s.step(e.step), status="skipped", finished_at=r.recorded_at, finished_seq=r.sequence)
+    return _with_step(s, e.step, step)
+
+
+def _timer_scheduled(s: ExecutionState, e: TimerScheduled, r: RecordedEvent) -> ExecutionState:
+    return replace(s, timers=_frozen({**s.timers, e.timer_id: e.fire_at}))
+
+
+def _timer_fired(s: ExecutionState, e: TimerFired, r: RecordedEvent) -> ExecutionState:
+    return replace(s, timers=_without_timer(s.timers, e.timer_id))
+
+
+def _finished(status: str) -> Callable[[ExecutionState, Any, RecordedEvent], ExecutionState]:
+    def apply(s: ExecutionState, e: Any, r: RecordedEvent) -> ExecutionState:
+        changes: dict[str, Any] = {"status": status, "finished_at": r.recorded_at, "timers": _frozen({})}
+        if isinstance(e, WorkflowCompleted):
+            changes["output"] = e.output
+        elif isinstance(e, WorkflowFailed):
+            changes.update(error=e.error, failed_step=e.step)
+        elif isinstance(e, WorkflowCancelled):
+            changes["error"] = e.reason
+        return replace(s, **changes)
+
+    return apply
+
+
+def _unchanged(s: ExecutionState, e: Any, r: RecordedEvent) -> ExecutionState:
+    return s
+
+
+APPLIERS: dict[type, Callable[[ExecutionState, Any, RecordedEvent], ExecutionState]] = {
+    WorkflowStarted: _started,
+    WorkflowStartRejected: _rejected,
+    StepScheduled: _scheduled,
+    StepCompleted: _completed,
+    StepAttemptFailed: _attempt_failed,
+    StepFailed: _step_failed,
+    StepSkipped: _skipped,
+    TimerScheduled: _timer_scheduled,
+    TimerFired: _timer_fired,
+    WorkflowCompleted: _finished("completed"),
+    WorkflowFailed: _finished("failed"),
+    WorkflowCancelled: _finished("cancelled"),
+    CommandRejected: _unchanged,
+}
+
+
+def evolve(state: ExecutionState, recorded: RecordedEvent) -> ExecutionState:
+    if recorded.sequence != state.sequence + 1:
+        raise ValueError(
+            f"execution {state.execution_id}: event sequence {recorded.sequence} "
+            f"does not follow {state.sequence}"
+        )
+    applier = APPLIERS[type(recorded.event)]
+    return replace(applier(state, recorded.event, recorded), sequence=recorded.sequence)
+
+
+def fold(execution_id: str, history: Iterable[RecordedEvent]) -> ExecutionState:
+    state = initial_state(execution_id)
+    for recorded in history:
+        state = evolve(state, recorded)
+    return state

@@ -1,0 +1,45 @@
+"""The tasks that follow from recorded events: what executors must perform."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .definition import WorkflowDefinition
+from .events import RecordedEvent, StepScheduled
+from .messages import ExecuteStep
+from .state import ExecutionState
+
+__all__ = ["tasks_for", "task_for", "idempotency_key"]
+
+
+def idempotency_key(execution_id: str, step: str) -> str:
+    return f"{execution_id}/{step}"
+
+
+def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int) -> ExecuteStep:
+    step = definition.steps_by_name[scheduled.step]
+    return ExecuteStep(
+        execution_id=state.execution_id,
+        workflow_name=state.workflow_name,
+        workflow_version=state.workflow_version,
+        step_name=step.name,
+        step_type=step.type,
+        attempt=scheduled.attempt,
+        idempotency_key=idempotency_key(state.execution_id, step.name),
+        step=step.model_dump(mode="json", by_alias=True, exclude_none=True),
+        context=state.template_scope(tuple(definition.steps_by_name)),
+        deadline_at=scheduled.deadline_at,
+        timeout_ms=max(scheduled.deadline_at - now, 0),
+    )
+
+
+def tasks_for(state: ExecutionState, definition: WorkflowDefinition | None,
+              recorded: Iterable[RecordedEvent]) -> list[ExecuteStep]:
+    """One task per StepScheduled among `recorded`; `state` is the state after them."""
+    if definition is None:
+        return []
+    return [
+        task_for(state, definition, r.event, r.recorded_at)
+        for r in recorded
+        if isinstance(r.event, StepScheduled) and r.event.step in definition.steps_by_name
+    ]
