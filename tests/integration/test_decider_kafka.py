@@ -1,0 +1,122 @@
+"""The decider loop on a real broker, with results fed by hand (no executor)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from orchestrator.codec import Codec
+from orchestrator.core.events import StepCompleted, StepScheduled, WorkflowCompleted, WorkflowStarted
+from orchestrator.core.loading import canonical_digest, load_definition_source
+from orchestrator.core.messages import DefinitionRegistered, ExecuteStep, StartWorkflow, TaskSucceeded
+from orchestrator.runtime.decider import Decider
+from orchestrator.runtime.kafka import producer_config, read_partition_to_end, partition_for
+
+pytestmark = pytest.mark.integration
+
+codec = Codec.default()
+
+TWO_STEPS = """
+apiVersion: workflow/v1
+kind: Workflow
+metadata: {name: two-steps, version: "1"}
+spec:
+  input:
+    schema:
+      type: object
+      properties: {password: {type: string}, name: {type: string}}
+  steps:
+    - {name: first, type: service_call, config: {service: s, endpoint: /a}}
+    - {name: second, type: service_call, config: {service: s, endpoint: "/b/{{ steps.first.output.id }}"}}
+"""
+
+
+def register(settings, source: str) -> None:
+    defn = load_definition_source(source, file="test.yaml")
+    producer = Producer(producer_config(settings))
+    message = DefinitionRegistered(defn.name, defn.version, source, "yaml", canonical_digest(defn), 0)
+    producer.produce(settings.topics.definitions, codec.encode(message), defn.key.encode())
+    producer.flush(10)
+
+
+def send(settings, topic: str, message) -> None:
+    producer = Producer(producer_config(settings))
+    producer.produce(topic, codec.encode(message), message.execution_id.encode())
+    producer.flush(10)
+
+
+def read_all(settings, topic: str, key: str) -> list:
+    p = partition_for(key, settings.partitions)
+    return [codec.decode(m.value()) for m in read_partition_to_end(settings, topic, p)
+            if m.key() == key.encode()]
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def running_decider(kafka_settings):
+    stop = threading.Event()
+    decider = Decider(kafka_settings)
+    thread = threading.Thread(target=decider.run, args=(stop,), daemon=True)
+    thread.start()
+    yield decider
+    stop.set()
+    thread.join(30)
+
+
+def test_a_start_and_results_run_the_workflow_to_completion(kafka_settings, running_decider):
+    register(kafka_settings, TWO_STEPS)
+    send(kafka_settings, kafka_settings.topics.commands,
+         StartWorkflow("e-1", "two-steps", None, {"name": "n", "password": "hunter22"}))
+    tasks = wait_for(lambda: read_all(kafka_settings, kafka_settings.topics.tasks, "e-1"))
+    assert [t.step_name for t in tasks] == ["first"]
+    assert isinstance(tasks[0], ExecuteStep) and tasks[0].idempotency_key == "e-1/first"
+    assert "hunter22" not in repr(tasks[0].context), "the password travels sealed"
+
+    send(kafka_settings, kafka_settings.topics.results, TaskSucceeded("e-1", "first", 1, {"id": 7}, 0, 0))
+    tasks = wait_for(lambda: [t for t in read_all(kafka_settings, kafka_settings.topics.tasks, "e-1")
+                              if t.step_name == "second"])
+    assert tasks[0].context["steps"]["first"]["output"] == {"id": 7}
+    send(kafka_settings, kafka_settings.topics.results, TaskSucceeded("e-1", "second", 1, {"ok": True}, 0, 0))
+    events = wait_for(lambda: [r for r in read_all(kafka_settings, kafka_settings.topics.events, "e-1")
+                               if isinstance(r.event, WorkflowCompleted)] and
+                      read_all(kafka_settings, kafka_settings.topics.events, "e-1"))
+    kinds = [type(r.event) for r in events]
+    assert kinds == [WorkflowStarted, StepScheduled, StepCompleted, StepScheduled, StepCompleted, WorkflowCompleted]
+    assert [r.sequence for r in events] == list(range(1, 7))
+
+
+def test_state_is_restored_from_the_events_after_a_restart(kafka_settings):
+    register(kafka_settings, TWO_STEPS)
+    stop = threading.Event()
+    first = Decider(kafka_settings)
+    thread = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    thread.start()
+    send(kafka_settings, kafka_settings.topics.commands, StartWorkflow("e-2", "two-steps", "1", {}))
+    wait_for(lambda: read_all(kafka_settings, kafka_settings.topics.tasks, "e-2"))
+    stop.set()
+    thread.join(30)
+
+    stop = threading.Event()
+    second = Decider(kafka_settings)
+    thread = threading.Thread(target=second.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        send(kafka_settings, kafka_settings.topics.results, TaskSucceeded("e-2", "first", 1, {"id": 1}, 0, 0))
+        wait_for(lambda: [t for t in read_all(kafka_settings, kafka_settings.topics.tasks, "e-2")
+                          if t.step_name == "second"])
+    finally:
+        stop.set()
+        thread.join(30)
