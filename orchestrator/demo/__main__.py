@@ -1,0 +1,3 @@
+from .services import main
+
+main()

@@ -1,0 +1,102 @@
+"""The demo services: the seed's endpoints, idempotent POSTs, injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import httpx
+
+from orchestrator.demo.services import create_app, start_demo_services
+
+
+def session(test: Any) -> Any:
+    async def go() -> Any:
+        transport = httpx.ASGITransport(app=create_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+            return await test(client)
+    return asyncio.run(go())
+
+
+def test_registration_endpoints() -> None:
+    async def test(c: httpx.AsyncClient) -> None:
+        r = await c.post("/user-service/api/validate", json={"rule": "unique_email", "field": "email",
+                                                              "value": "ann@example.com"})
+        assert r.json() == {"valid": True}
+        r = await c.post("/user-service/api/users", json={"username": "ann", "email": "ann@example.com",
+                                                           "password_hash": "$argon2id$x", "status": "pending"})
+        assert r.status_code == 201
+        user = r.json()
+        assert set(user) == {"id", "username", "email", "status"} and user["status"] == "pending"
+        r = await c.post("/user-service/api/validate", json={"rule": "unique_email", "field": "email",
+                                                              "value": "ANN@example.com"})
+        assert r.json() == {"valid": False, "message": "already registered"}
+        r = await c.post("/user-service/api/validate", json={"rule": "unique_username", "value": "admin"})
+        assert r.json()["valid"] is False
+        r = await c.post("/profile-service/api/profiles", json={"user_id": user["id"], "profile_data": {"a": 1}})
+        assert r.status_code == 201 and r.json()["user_id"] == user["id"]
+        r = await c.post("/notification-service/api/emails/send", json={"to": "ann@example.com"})
+        assert r.json()["sent"] is True and r.json()["id"]
+        r = await c.put(f"/user-service/api/users/{user['id']}/activate")
+        body = r.json()
+        assert body["status"] == "active" and body["id"] == user["id"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", body["activation_date"])
+        r = await c.post("/notification-service/api/notifications/send", json={"user_id": user["id"]})
+        assert r.json()["sent"] is True
+        r = await c.delete(f"/profile-service/api/profiles/user/{user['id']}")
+        assert r.json() == {"user_id": user["id"], "deleted": 1}
+        r = await c.delete(f"/user-service/api/users/{user['id']}")
+        assert r.json() == {"id": user["id"], "deleted": True}
+        r = await c.delete(f"/user-service/api/users/{user['id']}")
+        assert r.json()["deleted"] is False  # deleting twice is fine (compensation retries)
+        r = await c.post("/noop")
+        assert r.json() == {"ok": True}
+    session(test)
+
+
+def test_a_repeated_idempotency_key_replays_without_a_second_effect() -> None:
+    async def test(c: httpx.AsyncClient) -> None:
+        headers = {"Idempotency-Key": "exec-1/create_user_account"}
+        payload = {"username": "bob", "email": "bob@example.com"}
+        first = await c.post("/user-service/api/users", json=payload, headers=headers)
+        again = await c.post("/user-service/api/users", json=payload, headers=headers)
+        assert first.status_code == again.status_code == 201
+        assert first.json() == again.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        other = await c.post("/user-service/api/users", json=payload, headers={"Idempotency-Key": "exec-2/x"})
+        assert other.status_code == 409  # a new key is a new request: bob exists already
+        health = (await c.get("/healthz")).json()
+        assert health["users"] == 1
+    session(test)
+
+
+def test_faults_then_success_and_recorded_requests() -> None:
+    async def test(c: httpx.AsyncClient) -> None:
+        r = await c.post("/_admin/faults", json={"path_prefix": "/user-service/api/users", "method": "POST",
+                                                 "status": 503, "times": 2})
+        assert r.status_code == 201
+        headers = {"Idempotency-Key": "exec-1/create"}
+        payload = {"username": "cy", "email": "cy@example.com"}
+        statuses = [(await c.post("/user-service/api/users", json=payload, headers=headers)).status_code
+                    for _ in range(3)]
+        assert statuses == [503, 503, 201]  # faults are not remembered as the key's answer
+        recorded = (await c.get("/_admin/requests", params={"path_prefix": "/user-service"})).json()["requests"]
+        assert [r["headers"]["idempotency-key"] for r in recorded] == ["exec-1/create"] * 3
+        assert recorded[0]["body"] == payload and recorded[0]["at"] <= recorded[2]["at"]
+        assert (await c.get("/_admin/faults")).json()["faults"][0]["times"] == 0
+        await c.post("/_admin/faults", json={"path_prefix": "/noop", "status": 500})
+        await c.post("/_admin/reset")
+        assert (await c.get("/_admin/requests")).json()["requests"] == []
+        assert (await c.post("/noop")).status_code == 200
+        bad = await c.post("/_admin/faults", json={"status": 503})
+        assert bad.status_code == 400
+    session(test)
+
+
+def test_serves_on_a_real_port() -> None:
+    with start_demo_services() as server:
+        assert server.port > 0
+        r = httpx.post(server.url + "/user-service/api/users", json={"username": "d", "email": "d@x.io"})
+        assert r.status_code == 201
+        assert server.service_urls()["user-service"] == server.url + "/user-service"
