@@ -1,0 +1,138 @@
+"""Shared fixtures for tests against the real local stack (scripts/stack-up).
+
+Kafka must be reachable at ORCH_KAFKA_BOOTSTRAP (default 127.0.0.1:9092);
+when it is not, tests fail with a clear message, or skip when ORCH_ALLOW_SKIP=1.
+Append fixtures here; keep the existing ones.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from cryptography.fernet import Fernet
+
+from orchestrator.config import Settings, Topics, load_settings
+
+# -- Kafka -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The broker address, after checking that a broker answers."""
+    from orchestrator.runtime.kafka import KafkaUnavailable, check_kafka
+
+    settings = load_settings()
+    try:
+        check_kafka(settings, timeout=5.0)
+    except KafkaUnavailable as exc:
+        message = f"{exc}\nStart the local stack with scripts/stack-up (or set ORCH_ALLOW_SKIP=1 to skip)."
+        if os.environ.get("ORCH_ALLOW_SKIP") == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> Iterator[Settings]:
+    """Settings with a unique topic prefix per test, its topics created (and deleted after),
+    and a fresh secret key."""
+    from orchestrator.runtime.kafka import admin_client, ensure_topics, topic_configs
+
+    prefix = f"test-{uuid.uuid4().hex[:10]}."
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, topics=Topics(prefix), partitions=2,
+                        secret_key=Fernet.generate_key().decode(), instance=uuid.uuid4().hex[:6])
+    ensure_topics(settings)
+    yield settings
+    admin = admin_client(settings)
+    for future in admin.delete_topics(list(topic_configs(settings)), operation_timeout=10).values():
+        try:
+            future.result()
+        except Exception:  # best effort clean-up
+            pass
+
+
+# -- demo services ---------------------------------------------------------------
+
+
+@pytest.fixture
+def demo_services() -> Iterator[object]:
+    """The demo services (orchestrator.demo.services) on a free port, in a thread."""
+    from orchestrator.demo.services import start_demo_services
+
+    with start_demo_services() as server:
+        yield server
+
+
+# -- PostgreSQL (projections) ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """ORCH_DATABASE_URL, after checking that PostgreSQL answers."""
+    import psycopg
+
+    url = load_settings().database_url
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        message = (f"PostgreSQL at {url} is unreachable: {exc}\n"
+                   "Start the local stack with scripts/stack-up (or set ORCH_ALLOW_SKIP=1 to skip).")
+        if os.environ.get("ORCH_ALLOW_SKIP") == "1":
+            pytest.skip(message)
+        pytest.fail(message, pytrace=False)
+    return url
+
+
+@pytest.fixture
+def pg_schema(database_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL schema per test (dropped after): pass it as `schema=` to
+    the projections API, or `SET search_path` to it."""
+    import psycopg
+    from psycopg import sql
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    yield schema
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture
+def projection_settings(kafka_settings: Settings, database_url: str) -> Settings:
+    """`kafka_settings` (unique topic prefix) with the stack's database URL."""
+    import dataclasses
+
+    return dataclasses.replace(kafka_settings, database_url=database_url)
+
+
+# -- the command line ------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(kafka_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment of `orchestrator ...` pointed at `kafka_settings` (its unique topic
+    prefix via ORCH_TOPIC_PREFIX, partitions, secret key, instance)."""
+    for name in list(os.environ):
+        if name.startswith("ORCH_") and name not in ("ORCH_DATABASE_URL", "ORCH_ALLOW_SKIP"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ORCH_KAFKA_BOOTSTRAP", kafka_settings.kafka_bootstrap)
+    monkeypatch.setenv("ORCH_TOPIC_PREFIX", kafka_settings.topics.prefix)
+    monkeypatch.setenv("ORCH_PARTITIONS", str(kafka_settings.partitions))
+    monkeypatch.setenv("ORCH_SECRET_KEY", kafka_settings.secret_key or "")
+    monkeypatch.setenv("ORCH_INSTANCE", kafka_settings.instance)
+    return kafka_settings
+
+
+@pytest.fixture
+def cli_pg_env(cli_env: Settings, database_url: str, pg_schema: str,
+               monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, str]:
+    """`cli_env` plus the database and a fresh projection schema (ORCH_DATABASE_SCHEMA)."""
+    import dataclasses
+
+    monkeypatch.setenv("ORCH_DATABASE_URL", database_url)
+    monkeypatch.setenv("ORCH_DATABASE_SCHEMA", pg_schema)
+    return dataclasses.replace(cli_env, database_url=database_url), pg_schema
