@@ -1,0 +1,214 @@
+"""`orchestrator start|cancel|signal` and `orchestrator events publish`: commands in.
+
+Commands go to the commands topic keyed by the execution id (murmur2, so the
+record lands on the partition whose decider owns the execution); external
+events go to the external-events topic keyed by the event id. Sensitive
+input values are sealed here, before anything leaves the machine.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import click
+from rich.live import Live
+
+from ..core.messages import CancelWorkflow, ExternalEvent, SignalWorkflow, StartWorkflow
+from ..runtime.kafka import partition_for
+from .common import EXIT_TIMEOUT, CliError, console, echo_json, get_settings, parse_json_value, warn
+from .definitions import definition_info, requested_by
+from .kafka_io import publish, read_definitions, reader, require_topics, watermarks
+from .render import execution_panel, from_state
+
+__all__ = ["start", "cancel", "signal", "events"]
+
+
+def _seal(settings: Any, value: Any, schema: dict[str, Any]) -> Any:
+    from ..core.sensitive import seal_values
+    from ..runtime.secrets import Sealer, SecretKeyError
+
+    try:
+        sealer = Sealer.from_settings(settings)
+    except SecretKeyError as exc:
+        raise CliError(str(exc)) from None
+    return seal_values(value, schema, sealer.seal)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--version", "version", default=None, help="Definition version (default: the latest registered).")
+@click.option("--input", "input_", default=None, metavar="JSON|@FILE", help="Input as JSON, @file or @- (stdin).")
+@click.option("--id", "execution_id", default=None, help="Execution id (default: a new UUID).")
+@click.option("--wait", is_flag=True, help="Follow the execution until it ends; exit 0 only if it completed.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, metavar="SECONDS",
+              help="With --wait: give up after this long (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def start(name: str, version: str | None, input_: str | None, execution_id: str | None, wait: bool,
+          timeout: float | None, as_json: bool) -> None:
+    """Start an execution of workflow NAME and print its id.
+
+    With --wait, exit 0 when it completed, 1 when it failed or was cancelled,
+    2 when --timeout ran out first.
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout only applies with --wait")
+    value = parse_json_value(input_, "--input")
+    value = {} if value is None else value
+    if execution_id is not None and not execution_id.strip():
+        raise click.BadParameter("must not be empty", param_hint="--id")
+    settings = get_settings()
+    topics = settings.topics
+    metadata = require_topics(settings, topics.commands, *([topics.events] if wait else []))
+    found = [d for d, _ in read_definitions(settings, topics=metadata)]
+    definition = definition_info(found, name, version)
+    if definition is None:
+        what = f"'{name}' version '{version}'" if version else f"'{name}'"
+        warn(f"workflow {what} is not registered on {topics.definitions}: the decider will reject the start "
+             "unless it is applied first (`orchestrator definitions apply FILE`)")
+    schema = definition.input_schema if definition is not None else {}
+    sealed = _seal(settings, value, schema)
+
+    eid = execution_id or str(uuid.uuid4())
+    partition = partition_for(eid, settings.partitions)
+    follower = None
+    start_offset = 0
+    if wait:
+        from .watch import Follow, fold_existing
+
+        consumer = reader(settings)
+        try:
+            start_offset = watermarks(consumer, topics.events, partition)[1]
+        finally:
+            consumer.close()
+        follower = Follow(settings, eid, partition)
+        if execution_id is not None:
+            fold_existing(follower)
+
+    command = StartWorkflow(eid, name, version, sealed, requested_by())
+    [sent] = publish(settings, [(topics.commands, eid, command)])
+    if not wait:
+        if as_json:
+            echo_json({"execution_id": eid, "workflow_name": name, "workflow_version": version,
+                       "command": sent.as_json()})
+        else:
+            click.echo(eid)
+        return
+    if not as_json:
+        click.echo(eid)
+    assert follower is not None
+    _wait(follower, start_offset, sent, timeout, definition, as_json, (name, version))
+
+
+def _document(follower: Any, definition: Any, asked: tuple[str, str | None]) -> dict[str, Any]:
+    doc = from_state(follower.state, definition)
+    if doc["workflow_name"] is None:  # nothing recorded yet: show what was asked for
+        doc["workflow_name"] = asked[0]
+        doc["workflow_version"] = definition.version if definition is not None else asked[1]
+    return doc
+
+
+def _wait(follower: Any, start_offset: int, sent: Any, timeout: float | None, definition: Any,
+          as_json: bool, asked: tuple[str, str | None]) -> None:
+    from .watch import decider_cause, follow
+
+    began = time.monotonic()
+    deadline = None if timeout is None else began + timeout
+    cause = decider_cause(sent.partition, sent.offset)
+    out = console()
+    live_view = out.is_terminal and not as_json
+
+    def view() -> Any:
+        return execution_panel(_document(follower, definition, asked), live=True,
+                               waited_s=time.monotonic() - began)
+
+    try:
+        if live_view:
+            with Live(view(), console=out, refresh_per_second=4, transient=True) as live:
+                def redraw(state: Any = None) -> None:
+                    live.update(view())
+
+                outcome = follow(follower, start_offset, deadline=deadline, command_cause=cause,
+                                 on_change=redraw, tick=redraw)
+        else:
+            outcome = follow(follower, start_offset, deadline=deadline, command_cause=cause,
+                             on_change=lambda state: None)
+    except KeyboardInterrupt:
+        raise CliError(f"stopped waiting; execution {follower.execution_id} goes on "
+                       f"(`orchestrator status {follower.execution_id}`)", exit_code=130) from None
+    doc = _document(follower, definition, asked)
+    doc["timed_out"] = outcome.timed_out
+    doc["rejected"] = outcome.rejected
+    if as_json:
+        echo_json(doc)
+    else:
+        out.print(execution_panel(doc))
+    if outcome.rejected:
+        raise CliError(f"the start of {follower.execution_id} was rejected: {outcome.rejected}")
+    if outcome.timed_out:
+        raise CliError(f"execution {follower.execution_id} is still {doc['status']} after the "
+                       f"--timeout ({timeout:g}s); it goes on", exit_code=EXIT_TIMEOUT)
+    if outcome.state.status != "completed":
+        raise SystemExit(1)
+
+
+def _command_result(as_json: bool, eid: str, kind: str, sent: Any, text: str) -> None:
+    if as_json:
+        echo_json({"execution_id": eid, "command": kind, **sent.as_json()})
+    else:
+        click.echo(text)
+
+
+@click.command()
+@click.argument("execution_id", metavar="ID")
+@click.option("--reason", default="cancelled", show_default=True, help="Recorded with the cancellation.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def cancel(execution_id: str, reason: str, as_json: bool) -> None:
+    """Ask the decider to cancel execution ID."""
+    settings = get_settings()
+    require_topics(settings, settings.topics.commands)
+    [sent] = publish(settings, [(settings.topics.commands, execution_id,
+                                 CancelWorkflow(execution_id, reason, requested_by()))])
+    _command_result(as_json, execution_id, "CancelWorkflow", sent, f"cancel requested for {execution_id}")
+
+
+@click.command()
+@click.argument("execution_id", metavar="ID")
+@click.argument("name")
+@click.option("--data", default=None, metavar="JSON|@FILE", help="Signal payload as JSON, @file or @-.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def signal(execution_id: str, name: str, data: str | None, as_json: bool) -> None:
+    """Send signal NAME (with optional data) to execution ID."""
+    payload = parse_json_value(data, "--data")
+    settings = get_settings()
+    require_topics(settings, settings.topics.commands)
+    [sent] = publish(settings, [(settings.topics.commands, execution_id,
+                                 SignalWorkflow(execution_id, name, payload, requested_by()))])
+    _command_result(as_json, execution_id, "SignalWorkflow", sent, f"signal '{name}' sent to {execution_id}")
+
+
+@click.group()
+def events() -> None:
+    """External (business) events."""
+
+
+@events.command("publish")
+@click.argument("event_type", metavar="TYPE")
+@click.option("--data", required=True, metavar="JSON|@FILE", help="Event data as JSON, @file or @-.")
+@click.option("--id", "event_id", default=None, help="Event id (default: a new UUID); also the Kafka key.")
+@click.option("--source", default=None, help="Who emitted the event (recorded).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def publish_event(event_type: str, data: str, event_id: str | None, source: str | None, as_json: bool) -> None:
+    """Publish an external event of TYPE for waiting steps to match."""
+    payload = parse_json_value(data, "--data")
+    settings = get_settings()
+    topic = settings.topics.external_events
+    require_topics(settings, topic)
+    eid = event_id or str(uuid.uuid4())
+    event = ExternalEvent(eid, event_type, payload, int(time.time() * 1000), source)
+    [sent] = publish(settings, [(topic, eid, event)])
+    if as_json:
+        echo_json({"event_id": eid, "event_type": event_type, **sent.as_json()})
+    else:
+        click.echo(eid)
