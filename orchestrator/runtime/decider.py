@@ -230,8 +230,6 @@ class Decider:
             self.producer.produce(self.topics.tasks, self.codec.encode(task), key)
         self.producer.poll(0)
         self.executions.put(new_state, partition_for(eid, self.settings.partitions))
-        for r in recorded:
-            log.debug("event", execution_id=eid, sequence=r.sequence, event=type(r.event).__name__)
 
     def close(self) -> None:
         for closing in (self.consumer.close, self.definitions.close, lambda: self.producer.flush(5)):

@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from ..codec import Codec, DecodeError, EncodeError
 from ..config import Settings
 from ..core.messages import ExecuteStep, TaskFailed, TaskResult
+from .http_transport import AiohttpTransport
 from .executor_offsets import OffsetTracker
 from .executor_steps import perform, wall_clock_ms
 from .kafka import DeadLetters, consumer_config, producer_config
@@ -41,7 +42,8 @@ log = structlog.get_logger("orchestrator.executor")
 
 MAX_RESULT_BYTES = 900_000  # below the broker's default 1 MB message limit
 COMMIT_EVERY_S = 0.2
-IDLE_SLEEP_MAX_S = 0.01
+IDLE_SLEEP_MAX_S = 0.005
+IDLE_POLL_S = 0.05  # blocking wait for tasks while nothing is in flight
 DELIVERY_TRIES = 5
 PAUSE_AFTER_S = 1.0  # full for this long: pause the partitions (see _loop)
 
@@ -199,7 +201,8 @@ class Executor:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._open()
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        http = httpx.AsyncClient(transport=self.transport, limits=limits, follow_redirects=False, trust_env=False)
+        transport = self.transport or AiohttpTransport(max_connections=self.concurrency)
+        http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False, trust_env=False)
         log.info("executor_started", topic=self.settings.topics.tasks, concurrency=self.concurrency,
                  services=self.registry.names())
         try:
@@ -220,7 +223,7 @@ class Executor:
             if room > 0:  # take at most `room`; the rest waits in librdkafka's fetch queue
                 full_since = None
                 self._set_paused(False)
-                msgs = self.consumer.consume(num_messages=min(500, room), timeout=0)
+                msgs = self._take(min(500, room))
             else:
                 # Full. Briefly, just stop taking messages (pause/resume costs a fetch
                 # restart, about a second); when it lasts, pause the partitions and keep
@@ -247,6 +250,16 @@ class Executor:
             else:
                 idle = min(IDLE_SLEEP_MAX_S, idle * 2 or 0.0005)
                 await asyncio.sleep(idle)
+
+    def _take(self, limit: int) -> list[Any]:
+        if self.in_flight or self._tasks:
+            return self.consumer.consume(num_messages=limit, timeout=0)
+        # Nothing for the event loop to do: wait inside librdkafka, which wakes the
+        # moment a task arrives (a sleep instead would add to every step's latency).
+        first = self.consumer.poll(IDLE_POLL_S)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(num_messages=limit - 1, timeout=0)] if limit > 1 else [first]
 
     async def _shutdown(self, http: httpx.AsyncClient) -> None:
         running = [t for t in self._tasks if not t.done()]
