@@ -54,9 +54,17 @@ def _role(name: str, settings: Settings, stop: mp.Event) -> None:  # runs in a c
 
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.INFO if name == "decider" else logging.WARNING))
     flag = threading.Event()
     threading.Thread(target=lambda: (stop.wait(), flag.set()), daemon=True).start()
+    profile_dir = os.environ.get("BENCH_PROFILE_DIR")
+    if profile_dir:  # --profile: write <dir>/<role>.prof for pstats / snakeviz
+        import atexit
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        atexit.register(lambda: (profiler.disable(), profiler.dump_stats(f"{profile_dir}/{name}.prof")))
     if name == "decider":
         from orchestrator.runtime.decider import run_decider
 
@@ -253,9 +261,12 @@ def main() -> None:
     parser.add_argument("--serial", type=int, default=30)
     parser.add_argument("--bare-messages", type=int, default=50_000)
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--profile", metavar="DIR", help="write cProfile data of the decider and executor to DIR")
     args = parser.parse_args()
 
     base = load_settings()
+    if args.profile:
+        os.environ["BENCH_PROFILE_DIR"] = args.profile  # inherited by the spawned roles
     services = Path(tempfile.mkdtemp()) / "services.yaml"
     services.write_text(f"services:\n  noop-service:\n    base_url: http://127.0.0.1:{args.port}\n"
                         f"    timeout: 5s\n")

@@ -253,6 +253,11 @@ class WorkflowDefinition(_Model):
         return {step.name: step for step in self.spec.steps}
 
     @cached_property
+    def steps_json(self) -> dict[str, Any]:
+        """Each step as JSON, the form tasks carry; dumped once per definition."""
+        return {step.name: step.model_dump(mode="json", by_alias=True, exclude_none=True) for step in self.spec.steps}
+
+    @cached_property
     def dependencies(self) -> dict[str, tuple[str, ...]]:
         """Each step's prerequisites, after the ordering rules of the language.
 
@@ -299,4 +304,4 @@ class WorkflowDefinition(_Model):
         return step.timeout_ms if step.timeout_ms is not None else self.spec.config.timeout_ms
 
 
-_CACHED = ("steps_by_name", "dependencies")
+_CACHED = ("steps_by_name", "steps_json", "dependencies")

@@ -6,7 +6,6 @@ Appliers never look at the definition: a history replays on its own.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
@@ -29,6 +28,15 @@ from .events import (
 from .state import ExecutionState, StepState
 
 __all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id"]
+
+
+def replace(value: Any, **changes: Any) -> Any:
+    """`dataclasses.replace` for our frozen state values, minus its per-call
+    re-validation of every field (a fifth of the decider's CPU)."""
+    copy = object.__new__(type(value))
+    copy.__dict__.update(value.__dict__)
+    copy.__dict__.update(changes)
+    return copy
 
 
 def initial_state(execution_id: str) -> ExecutionState:

@@ -26,7 +26,7 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         step_type=step.type,
         attempt=scheduled.attempt,
         idempotency_key=idempotency_key(state.execution_id, step.name),
-        step=step.model_dump(mode="json", by_alias=True, exclude_none=True),
+        step=definition.steps_json[step.name],
         context=state.template_scope(tuple(definition.steps_by_name)),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),

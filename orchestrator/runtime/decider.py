@@ -155,7 +155,8 @@ class Decider:
                 next_offsets[tp] = msg.offset() + 1
                 self._handle_message(msg, now)
             for eid, timer_id in due:
-                self._handle(FireTimer(eid, timer_id), f"timer:{timer_id}", now)
+                self._handle(FireTimer(eid, timer_id), f"timer:{timer_id}", now,
+                             partition_for(eid, self.settings.partitions))
             if next_offsets:
                 self.producer.send_offsets_to_transaction(
                     [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
@@ -191,7 +192,7 @@ class Decider:
             self.dead_letters.send(msg, problem, "decider")
             return
         try:
-            self._handle(command, f"{kind}:{msg.partition()}:{msg.offset()}", now)
+            self._handle(command, f"{kind}:{msg.partition()}:{msg.offset()}", now, msg.partition())
         except Exception as exc:  # a poison input must not stop every other execution
             log.exception("input_failed", execution_id=command.execution_id, input=type(command).__name__)
             self.dead_letters.send(msg, f"decider could not apply it: {type(exc).__name__}: {exc}", "decider")
@@ -203,11 +204,12 @@ class Decider:
         key = msg.key().decode("utf-8", "replace") if msg.key() is not None else None
         if key != eid:
             return f"message key {key!r} does not match execution_id {eid!r}"
-        if partition_for(eid, self.settings.partitions) != msg.partition():
-            return f"execution {eid!r} belongs to partition {partition_for(eid, self.settings.partitions)}"
+        owner = partition_for(eid, self.settings.partitions)
+        if owner != msg.partition():
+            return f"execution {eid!r} belongs to partition {owner}"
         return None
 
-    def _handle(self, command: Input, cause: str, now: int) -> None:
+    def _handle(self, command: Input, cause: str, now: int, partition: int) -> None:
         eid = command.execution_id
         state = self.executions.get(eid) or initial_state(eid)
         if isinstance(command, StartWorkflow):
@@ -229,9 +231,11 @@ class Decider:
         for task in tasks_for(new_state, definition, recorded):
             self.producer.produce(self.topics.tasks, self.codec.encode(task), key)
         self.producer.poll(0)
-        self.executions.put(new_state, partition_for(eid, self.settings.partitions))
+        self.executions.put(new_state, partition)
 
     def close(self) -> None:
+        log.info("decider_stopped", batches=self.batches, inputs=self.inputs,
+                 inputs_per_batch=round(self.inputs / max(self.batches, 1), 1))
         for closing in (self.consumer.close, self.definitions.close, lambda: self.producer.flush(5)):
             try:
                 closing()

@@ -1,8 +1,9 @@
 """The executor role: `wf.tasks` in, HTTP calls out, `wf.results` back.
 
-One asyncio loop owns everything: the consumer (`consume(timeout=0)`, never
-blocking; short sleeps when idle), the producer (`poll(0)` serves delivery
-reports), one shared `httpx.AsyncClient`, and the tasks performing steps
+One asyncio loop owns everything: the consumer (`consume(timeout=0)` while
+calls are in flight; a blocking poll only when nothing is), the producer
+(`poll(0)` serves delivery reports), one shared HTTP client (aiohttp; see
+http_transport.py), and the tasks performing steps
 (at most `executor_concurrency` at once; partitions are paused while
 `max_in_flight` tasks are unfinished).
 
@@ -29,7 +30,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from ..codec import Codec, DecodeError, EncodeError
 from ..config import Settings
 from ..core.messages import ExecuteStep, TaskFailed, TaskResult
-from .http_transport import AiohttpTransport
+from .http_transport import AiohttpClient, HttpClient, HttpxClient
 from .executor_offsets import OffsetTracker
 from .executor_steps import perform, wall_clock_ms
 from .kafka import DeadLetters, consumer_config, producer_config
@@ -125,7 +126,7 @@ class Executor:
 
     # -- one task -------------------------------------------------------------
 
-    def _accept(self, msg: Any, http: httpx.AsyncClient) -> None:
+    def _accept(self, msg: Any, http: HttpClient) -> None:
         tp, offset = (msg.topic(), msg.partition()), msg.offset()
         self.offsets.start(tp, offset)
         try:
@@ -143,7 +144,7 @@ class Executor:
         self._tasks.add(job)
         job.add_done_callback(self._tasks.discard)
 
-    async def _work(self, task: ExecuteStep, tp: tuple[str, int], offset: int, http: httpx.AsyncClient) -> None:
+    async def _work(self, task: ExecuteStep, tp: tuple[str, int], offset: int, http: HttpClient) -> None:
         try:
             async with self._sem:
                 began = time.monotonic()
@@ -200,9 +201,11 @@ class Executor:
     async def run(self, should_stop: Callable[[], bool]) -> None:
         self._sem = asyncio.Semaphore(self.concurrency)
         self._open()
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        transport = self.transport or AiohttpTransport(max_connections=self.concurrency)
-        http = httpx.AsyncClient(transport=transport, limits=limits, follow_redirects=False, trust_env=False)
+        http: HttpClient
+        if self.transport is not None:  # tests: an httpx transport (MockTransport, ASGITransport)
+            http = HttpxClient(httpx.AsyncClient(transport=self.transport, follow_redirects=False, trust_env=False))
+        else:
+            http = AiohttpClient(max_connections=self.concurrency)
         log.info("executor_started", topic=self.settings.topics.tasks, concurrency=self.concurrency,
                  services=self.registry.names())
         try:
@@ -212,7 +215,7 @@ class Executor:
         if self._fatal is not None:
             raise self._fatal
 
-    async def _loop(self, http: httpx.AsyncClient, should_stop: Callable[[], bool]) -> None:
+    async def _loop(self, http: HttpClient, should_stop: Callable[[], bool]) -> None:
         idle = 0.0
         last_commit = time.monotonic()
         full_since: float | None = None
@@ -261,7 +264,7 @@ class Executor:
             return []
         return [first, *self.consumer.consume(num_messages=limit - 1, timeout=0)] if limit > 1 else [first]
 
-    async def _shutdown(self, http: httpx.AsyncClient) -> None:
+    async def _shutdown(self, http: HttpClient) -> None:
         running = [t for t in self._tasks if not t.done()]
         if running and self.shutdown_grace_s > 0:
             deadline = time.monotonic() + self.shutdown_grace_s

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from orchestrator.core.sensitive import redact
 
+from .http_transport import HttpClient, HttpConnectionError, HttpInvalidRequest, HttpReply, HttpTimeout
 from .services import ServiceConfig, ServiceRegistry
 
 __all__ = ["CallFailed", "Request", "send", "parse_body", "excerpt", "is_transient_status", "OMIT"]
@@ -58,12 +57,12 @@ def is_transient_status(status: int) -> bool:
     return status in (408, 429) or status >= 500
 
 
-def parse_body(response: httpx.Response) -> Any:
+def parse_body(response: HttpReply) -> Any:
     """JSON when the body is JSON, `{"text": ...}` otherwise, None when empty."""
     content = response.content
     if not content.strip():
         return None
-    ctype = response.headers.get("content-type", "").lower()
+    ctype = response.content_type.lower()
     if "json" in ctype or not ctype:
         try:
             return json.loads(content)
@@ -92,7 +91,7 @@ def _check_endpoint(endpoint: str) -> None:
 
 
 async def send(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     request: Request,
     *,
     registry: ServiceRegistry,
@@ -110,7 +109,6 @@ async def send(
             raise CallFailed(f"{request.label}: the attempt's deadline passed before the request", transient=True)
         timeout_ms = min(timeout_ms, remaining)
     seconds = timeout_ms / 1000
-    timeout = httpx.Timeout(seconds, connect=min(seconds, service.connect_timeout_ms / 1000))
 
     breaker = registry.breaker(service.name)
     if breaker is not None and not breaker.allow():
@@ -119,19 +117,19 @@ async def send(
     verdict: bool | None = None
     try:
         try:
-            async with asyncio.timeout(seconds):  # httpx times each phase; this bounds the whole call
+            async with asyncio.timeout(seconds):  # the client times each phase; this bounds the whole call
                 async with limiter if limiter is not None else contextlib.nullcontext():
-                    response = await _request(http, request, timeout, seconds)
+                    response = await _request(http, request, seconds, min(seconds, service.connect_timeout_ms / 1000))
         except TimeoutError:
             raise CallFailed(f"{request.label}: timed out after {timeout_ms}ms (total time)", transient=True) from None
-        status = response.status_code
+        status = response.status
         body = parse_body(response)
         if 200 <= status < 300:
             verdict = True
             return status, body
         transient = is_transient_status(status)
         verdict = not transient
-        reason = response.reason_phrase or ""
+        reason = response.reason
         raise CallFailed(
             f"HTTP {status} {reason} from {request.label}: {excerpt(body, scrub)}".replace("  ", " "),
             transient=transient,
@@ -149,23 +147,24 @@ async def send(
                 breaker.record(verdict)
 
 
-async def _request(http: httpx.AsyncClient, request: Request, timeout: httpx.Timeout, seconds: float) -> httpx.Response:
-    kwargs: dict[str, Any] = {"headers": request.headers, "timeout": timeout}
-    if request.params:
-        kwargs["params"] = {k: v for k, v in request.params.items() if v is not None}
+async def _request(http: HttpClient, request: Request, seconds: float, connect_seconds: float) -> HttpReply:
+    headers = dict(request.headers)
+    body = None
     if request.body is not OMIT:
-        kwargs["json"] = request.body
-    url = request.service.url(request.endpoint)
+        try:
+            body = json.dumps(request.body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise CallFailed(f"{request.label}: invalid request: body is not JSON: {exc}", transient=False) from None
+        headers.setdefault("Content-Type", "application/json")
+    params = {k: v for k, v in request.params.items() if v is not None}
     try:
-        return await http.request(request.method, url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise CallFailed(
-            f"{request.label}: timed out after {seconds * 1000:.0f}ms ({type(exc).__name__})", transient=True
-        ) from None
-    except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+        return await http.request(request.method, request.service.url(request.endpoint), headers=headers,
+                                  params=params, body=body, timeout_s=seconds, connect_timeout_s=connect_seconds)
+    except HttpTimeout as exc:
+        raise CallFailed(f"{request.label}: timed out after {seconds * 1000:.0f}ms ({exc})", transient=True) from None
+    except HttpInvalidRequest as exc:
         raise CallFailed(f"{request.label}: invalid request: {exc}", transient=False) from None
-    except httpx.TransportError as exc:
-        detail = str(exc) or type(exc).__name__
-        raise CallFailed(f"{request.label}: connection error: {detail}", transient=True) from None
-    except (TypeError, ValueError) as exc:  # e.g. a body json cannot encode, a non-text header
+    except HttpConnectionError as exc:
+        raise CallFailed(f"{request.label}: connection error: {exc}", transient=True) from None
+    except (TypeError, ValueError) as exc:  # e.g. a header value that is not text
         raise CallFailed(f"{request.label}: invalid request: {exc}", transient=False) from None

@@ -1,8 +1,8 @@
 """`perform(task) -> TaskSucceeded | TaskFailed`: one attempt of one step.
 
 The executor's I/O-free-ish heart: everything it touches comes in as an
-argument (an httpx client, whose transport tests replace with
-`httpx.MockTransport`; the registry; the sealer; the template secrets; the
+argument (an `HttpClient`, or an httpx client whose transport tests replace
+with `httpx.MockTransport`; the registry; the sealer; the template secrets; the
 clock). It never raises: every outcome is a result.
 
 Secrets: sealed input values are unsealed only to render requests; outputs
@@ -32,6 +32,7 @@ from orchestrator.core.sensitive import redact_message, unseal_values
 from orchestrator.core.templates import TemplateError, render_value
 
 from .executor_http import OMIT, CallFailed, Request, send
+from .http_transport import HttpClient, as_http_client
 from .executor_rules import MISSING, check_builtin, lookup
 from .secrets import Sealer
 from .services import ServiceRegistry, UnknownServiceError
@@ -163,7 +164,7 @@ def _config(model: type[BaseModel], step: Any) -> Any:
         raise CallFailed(f"invalid step config: {loc}: {first['msg']}", transient=False) from None
 
 
-async def _service_call(attempt: _Attempt, http: httpx.AsyncClient, registry: ServiceRegistry,
+async def _service_call(attempt: _Attempt, http: HttpClient, registry: ServiceRegistry,
                         now_ms: Callable[[], int]) -> Any:
     task = attempt.task
     config: ServiceCallConfig = _config(ServiceCallConfig, task.step)
@@ -189,7 +190,7 @@ async def _service_call(attempt: _Attempt, http: httpx.AsyncClient, registry: Se
     return response
 
 
-async def _validation(attempt: _Attempt, http: httpx.AsyncClient, registry: ServiceRegistry,
+async def _validation(attempt: _Attempt, http: HttpClient, registry: ServiceRegistry,
                       now_ms: Callable[[], int]) -> Any:
     task = attempt.task
     config: ValidationConfig = _config(ValidationConfig, task.step)
@@ -213,7 +214,7 @@ async def _validation(attempt: _Attempt, http: httpx.AsyncClient, registry: Serv
     return {"valid": True, "checked": checked}
 
 
-async def _remote_rule(attempt: _Attempt, http: httpx.AsyncClient, registry: ServiceRegistry,
+async def _remote_rule(attempt: _Attempt, http: HttpClient, registry: ServiceRegistry,
                        now_ms: Callable[[], int], rule: Any, value: Any) -> str | None:
     service = _service(registry, rule.service)
     headers = attempt.headers(service.headers, {})
@@ -237,7 +238,7 @@ _KINDS = {"service_call": _service_call, "validation": _validation}
 async def perform(
     task: ExecuteStep,
     *,
-    http: httpx.AsyncClient,
+    http: HttpClient | httpx.AsyncClient,
     registry: ServiceRegistry,
     sealer: Sealer,
     secrets_env: Mapping[str, str] | None = None,
@@ -253,7 +254,7 @@ async def perform(
                 raise CallFailed("wait_for_event steps are handled by the decider, not by executors",
                                  transient=False)
             raise CallFailed(f"unknown step type {task.step_type!r}", transient=False)
-        response = await kind(attempt, http, registry, now_ms)
+        response = await kind(attempt, as_http_client(http), registry, now_ms)
         mapping = task.step.get("output") if isinstance(task.step, dict) else None
         output = response if mapping is None else _render(mapping, attempt.output_scope(response), "output")
         return TaskSucceeded(execution_id=task.execution_id, step=task.step_name, attempt=task.attempt,

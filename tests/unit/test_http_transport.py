@@ -1,14 +1,13 @@
-"""The aiohttp-backed httpx transport: answers and the httpx errors the executor classifies."""
+"""The aiohttp client behind the executor's HTTP seam: answers, and the errors it classifies."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 
-import httpx
 import pytest
 
-from orchestrator.runtime.http_transport import AiohttpTransport
+from orchestrator.runtime.http_transport import AiohttpClient, HttpConnectionError, HttpTimeout
 
 
 def free_port() -> int:
@@ -40,11 +39,14 @@ def test_a_json_request_and_answer_round_trip():
         port = free_port()
         server = await serve(port, b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\n"
                                    b"content-length: 9\r\n\r\n{\"id\":7}\n")
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
-            response = await client.post(f"http://127.0.0.1:{port}/x", json={"a": 1},
-                                         headers={"Idempotency-Key": "e/s"})
+        client = AiohttpClient()
+        response = await client.request("POST", f"http://127.0.0.1:{port}/x", body=b'{"a":1}', params={},
+                                        headers={"Idempotency-Key": "e/s", "Content-Type": "application/json"},
+                                        timeout_s=5, connect_timeout_s=1)
+        await client.aclose()
         server.close()
-        assert response.status_code == 201 and response.json() == {"id": 7}
+        assert response.status == 201 and response.content == b'{"id":7}\n'
+        assert response.content_type == "application/json"
         head, body = server.seen[0]
         assert b"idempotency-key: e/s" in head.lower() and body == b'{"a":1}'
 
@@ -53,9 +55,11 @@ def test_a_json_request_and_answer_round_trip():
 
 def test_connection_refused_is_a_connect_error():
     async def main() -> None:
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
-            with pytest.raises(httpx.ConnectError):
-                await client.get(f"http://127.0.0.1:{free_port()}/")
+        client = AiohttpClient()
+        with pytest.raises(HttpConnectionError):
+            await client.request("GET", f"http://127.0.0.1:{free_port()}/", headers={}, params={}, body=None,
+                                 timeout_s=5, connect_timeout_s=1)
+        await client.aclose()
 
     asyncio.run(main())
 
@@ -64,9 +68,11 @@ def test_a_silent_server_is_a_read_timeout():
     async def main() -> None:
         port = free_port()
         server = await serve(port, None)
-        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
-            with pytest.raises(httpx.ReadTimeout):
-                await client.get(f"http://127.0.0.1:{port}/", timeout=httpx.Timeout(0.2))
+        client = AiohttpClient()
+        with pytest.raises(HttpTimeout):
+            await client.request("GET", f"http://127.0.0.1:{port}/", headers={}, params={}, body=None,
+                                 timeout_s=0.2, connect_timeout_s=0.2)
+        await client.aclose()
         server.close()
 
     asyncio.run(main())
