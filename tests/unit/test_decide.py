@@ -267,3 +267,15 @@ def test_execution_timeout_fails_the_whole_execution():
     s.when(StartWorkflow("exec-1", "mapped", "2", {"notify": True}))
     events = s.at(T0 + 3_600_000).when(FireTimer("exec-1", "execution-timeout"))
     assert events == [TimerFired("execution-timeout"), WorkflowFailed("execution timed out after 1h")]
+
+
+def test_every_event_type_has_an_applier_in_the_core_and_the_projection():
+    import typing
+
+    from orchestrator.core.events import Event
+    from orchestrator.core.evolve import APPLIERS
+    from projections.apply import APPLIERS as PROJECTION_APPLIERS
+
+    event_types = set(typing.get_args(Event))
+    assert set(APPLIERS) == event_types
+    assert set(PROJECTION_APPLIERS) == event_types
