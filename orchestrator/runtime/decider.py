@@ -47,8 +47,11 @@ class Decider:
         self.executions = Executions()
         self.consumer = Consumer(consumer_config(
             settings, settings.group_id("decider"), **{"partition.assignment.strategy": "range"}))
+        # A crashed decider's open transaction holds back every read_committed
+        # reader of its partitions until it times out: keep that short.
         self.producer = Producer(producer_config(
-            settings, transactional_id=f"{settings.topics.prefix}decider-{settings.instance}"))
+            settings, transactional_id=f"{settings.topics.prefix}decider-{settings.instance}",
+            **{"transaction.timeout.ms": 10_000}))
         self.definitions = Consumer(consumer_config(settings, settings.group_id(f"decider-definitions-{settings.instance}")))
         self.dead_letters = DeadLetters(self.producer, settings)
         self.batches = 0
