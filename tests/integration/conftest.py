@@ -136,3 +136,76 @@ def cli_pg_env(cli_env: Settings, database_url: str, pg_schema: str,
     monkeypatch.setenv("ORCH_DATABASE_URL", database_url)
     monkeypatch.setenv("ORCH_DATABASE_SCHEMA", pg_schema)
     return dataclasses.replace(cli_env, database_url=database_url), pg_schema
+
+
+# -- the whole engine in threads ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engine(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A decider, an executor and a projector (threads of this process) with one Settings of
+    their own: a unique topic prefix (2 partitions), a fresh PostgreSQL schema, a service
+    registry pointing at the demo services (started here) and a fresh secret key. The roles'
+    log lines are captured (JSON, debug level) in `engine.logs`. One per test module: give each
+    test its own execution ids. See tests/integration/helpers.py (`Engine`)."""
+    import io
+    import logging
+
+    import psycopg
+    import structlog
+    from psycopg import sql
+
+    from orchestrator.demo.services import start_demo_services
+    from orchestrator.logging import configure_logging
+    from orchestrator.runtime.decider import Decider
+    from orchestrator.runtime.executor import run_executor
+    from orchestrator.runtime.kafka import admin_client, ensure_topics, topic_configs
+    from projections import connect, migrate, run_projector
+
+    from .helpers import Engine
+
+    prefix = f"test-{uuid.uuid4().hex[:10]}."
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    demo = start_demo_services()
+    registry = tmp_path_factory.mktemp("engine") / "services.yaml"
+    settings = Settings(kafka_bootstrap=kafka_bootstrap, database_url=database_url, topics=Topics(prefix),
+                        partitions=2, services_file=registry, secret_key=Fernet.generate_key().decode(),
+                        instance=uuid.uuid4().hex[:6], executor_concurrency=16, log_level="debug",
+                        log_format="json")
+    logs = io.StringIO()
+    eng = Engine(settings, schema, demo, logs)
+    registry.write_text(eng.service_registry())
+
+    # Logging: the product's set-up (redaction included) into a buffer; pytest's own
+    # handlers stay, and everything is put back afterwards.
+    root = logging.getLogger()
+    saved_structlog, saved_handlers, saved_level = structlog.get_config(), list(root.handlers), root.level
+    configure_logging(settings, stream=logs)
+    ours = [h for h in root.handlers if h not in saved_handlers]
+    for handler in saved_handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+
+    try:
+        ensure_topics(settings)
+        with connect(database_url, schema, create_schema=True, autocommit=True) as conn:
+            migrate(conn, schema)
+        eng.launch("decider", lambda: Decider(settings).run(eng.stop))
+        eng.launch("executor", lambda: run_executor(settings, eng.stop))
+        eng.launch("projector", lambda: run_projector(settings, eng.stop, schema=schema))
+        yield eng
+    finally:
+        eng.shutdown()
+        demo.stop()
+        for handler in ours:
+            root.removeHandler(handler)
+        root.setLevel(saved_level)
+        structlog.configure(**saved_structlog)
+        admin = admin_client(settings)
+        for future in admin.delete_topics(list(topic_configs(settings)), operation_timeout=10).values():
+            try:
+                future.result()
+            except Exception:  # best effort clean-up
+                pass
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))

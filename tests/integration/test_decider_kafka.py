@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import threading
-import time
-from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
-from orchestrator.codec import Codec
 from orchestrator.core.events import StepCompleted, StepScheduled, WorkflowCompleted, WorkflowStarted
-from orchestrator.core.loading import canonical_digest, load_definition_source
-from orchestrator.core.messages import DefinitionRegistered, ExecuteStep, StartWorkflow, TaskSucceeded
+from orchestrator.core.messages import ExecuteStep, StartWorkflow, TaskSucceeded
 from orchestrator.runtime.decider import Decider
-from orchestrator.runtime.kafka import producer_config, read_partition_to_end, partition_for
+
+from .helpers import read_all, register, send, wait_for
 
 pytestmark = pytest.mark.integration
-
-codec = Codec.default()
 
 TWO_STEPS = """
 apiVersion: workflow/v1
@@ -33,36 +27,6 @@ spec:
     - {name: first, type: service_call, config: {service: s, endpoint: /a}}
     - {name: second, type: service_call, config: {service: s, endpoint: "/b/{{ steps.first.output.id }}"}}
 """
-
-
-def register(settings, source: str) -> None:
-    defn = load_definition_source(source, file="test.yaml")
-    producer = Producer(producer_config(settings))
-    message = DefinitionRegistered(defn.name, defn.version, source, "yaml", canonical_digest(defn), 0)
-    producer.produce(settings.topics.definitions, codec.encode(message), defn.key.encode())
-    producer.flush(10)
-
-
-def send(settings, topic: str, message) -> None:
-    producer = Producer(producer_config(settings))
-    producer.produce(topic, codec.encode(message), message.execution_id.encode())
-    producer.flush(10)
-
-
-def read_all(settings, topic: str, key: str) -> list:
-    p = partition_for(key, settings.partitions)
-    return [codec.decode(m.value()) for m in read_partition_to_end(settings, topic, p)
-            if m.key() == key.encode()]
-
-
-def wait_for(predicate, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
