@@ -56,6 +56,7 @@ class Decider:
         self.dead_letters = DeadLetters(self.producer, settings)
         self.batches = 0
         self.inputs = 0
+        self._definitions_fresh = False  # read to the end during the current batch
 
     # -- set-up -------------------------------------------------------------
 
@@ -146,6 +147,7 @@ class Decider:
     def _transact(self, msgs: list[Message], due: list[tuple[str, str]], now: int) -> None:
         first_offsets: dict[tuple[str, int], int] = {}
         next_offsets: dict[tuple[str, int], int] = {}
+        self._definitions_fresh = False
         self.producer.begin_transaction()
         try:
             for msg in msgs:
@@ -217,8 +219,12 @@ class Decider:
         state = self.executions.get(eid) or initial_state(eid)
         if isinstance(command, StartWorkflow):
             definition = self.catalog.get(command.workflow_name, command.workflow_version)
-            if definition is None and not state.started:
-                self.refresh_definitions(until_caught_up=True)  # applied a moment ago?
+            if definition is None and not state.started and not self._definitions_fresh:
+                # Applied a moment ago? Read the definitions to their end, once per batch:
+                # that covers every start of the batch, and a batch of starts naming an
+                # unknown workflow must not wait 0.2 s each (the transaction would time out).
+                self.refresh_definitions(until_caught_up=True)
+                self._definitions_fresh = True
                 definition = self.catalog.get(command.workflow_name, command.workflow_version)
             if definition is not None:
                 sealed = seal_values(command.input, definition.spec.input.schema_, self.sealer.seal)
