@@ -180,7 +180,11 @@ class Decider:
             log.critical("transaction_fatal", error=str(error))
             raise exc
         log.warning("transaction_aborted", error=str(error))
-        self.producer.abort_transaction()
+        try:
+            self.producer.abort_transaction()
+        except KafkaException as abort_failed:  # e.g. fenced after a transaction timeout
+            log.critical("transaction_fatal", error=str(abort_failed.args[0]))
+            raise
         self.executions.rollback()
         for (topic, partition), offset in first_offsets.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
