@@ -63,12 +63,6 @@ class ExecutionState:
     def step(self, name: str) -> StepState:
         return self.steps.get(name) or StepState()
 
-    def next_timer(self) -> tuple[str, int] | None:
-        if not self.timers:
-            return None
-        timer_id = min(self.timers, key=lambda t: (self.timers[t], t))
-        return timer_id, self.timers[timer_id]
-
     def template_scope(self, step_names: tuple[str, ...] = ()) -> dict[str, Any]:
         """What `{{ ... }}` sees: input (sensitive values sealed), steps, execution.
 

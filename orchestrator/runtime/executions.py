@@ -93,9 +93,6 @@ class Executions:
                 due.append((eid, timer_id))
         return due
 
-    def pending_timers(self) -> int:
-        return sum(len(s.timers) for s in self._states.values())
-
     def _is_armed(self, fire_at: int, eid: str, timer_id: str) -> bool:
         state = self._states.get(eid)
         return state is not None and state.timers.get(timer_id) == fire_at
@@ -103,6 +100,3 @@ class Executions:
     def _rebuild_timers(self) -> None:
         self._timers = [(at, eid, tid) for eid, s in self._states.items() for tid, at in s.timers.items()]
         heapq.heapify(self._timers)
-
-    def running(self) -> int:
-        return sum(1 for s in self._states.values() if not s.terminal)
