@@ -16,9 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator.cli import cli
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "examples" / "user-registration-workflow.yaml"
-if not SEED.exists():  # CI: shared/ beside the clone
-    SEED = Path(__file__).resolve().parents[2] / "examples" / "user-registration-workflow.yaml"
+from tests.seed import SEED
 
 BROKEN = textwrap.dedent("""\
     apiVersion: workflow/v1

@@ -19,8 +19,7 @@ from orchestrator.runtime.secrets import Sealer
 from orchestrator.runtime.services import ServiceRegistry
 
 REPO = Path(__file__).resolve().parents[2]
-SEED = next((p for p in (REPO / "examples" / "user-registration-workflow.yaml",
-                         REPO.parent / "shared" / "examples" / "user-registration-workflow.yaml") if p.exists()), None)
+from tests.seed import SEED
 SEALER = Sealer.generate()
 REGISTRY = ServiceRegistry.from_mapping({"services": {
     name: {"base_url": f"http://demo/{name}"} for name in ("user-service", "profile-service", "notification-service")
@@ -29,7 +28,7 @@ REGISTRY = ServiceRegistry.from_mapping({"services": {
 
 @pytest.fixture(scope="module")
 def definition() -> WorkflowDefinition:
-    if SEED is None:
+    if not SEED.exists():
         pytest.fail("the seed example user-registration-workflow.yaml is missing")
     return WorkflowDefinition.model_validate(yaml.safe_load(SEED.read_text()))
 

@@ -14,7 +14,7 @@ from orchestrator.core.loading import DefinitionError, canonical_digest, load_de
 from orchestrator.core.validation import Problem, check_definition
 from orchestrator.definitions_io import load_definition_file
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "examples" / "user-registration-workflow.yaml"
+from tests.seed import SEED
 SERVICES = {"user-service", "profile-service", "notification-service"}
 
 HEAD = """\
@@ -263,3 +263,11 @@ def test_hostile_or_odd_sources() -> None:
     assert [str(p) for p in info.value.problems] == ["s.json: kind: duplicate key 'kind'"]
     p = only("output:\n  schema: {$schema: 'http://example.com/s', type: object}\nsteps:\n" + call("a"))
     assert p.field == "spec.output.schema.$schema" and "unknown JSON Schema dialect" in p.message
+
+
+def test_the_repositorys_seed_is_the_shared_one_as_written():
+    from tests.seed import SHARED_SEED
+
+    if not SHARED_SEED.exists():
+        pytest.skip("shared/ is not beside this checkout")
+    assert SEED.read_bytes() == SHARED_SEED.read_bytes()
