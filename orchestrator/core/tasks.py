@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from .definition import WorkflowDefinition
 from .events import RecordedEvent, StepScheduled
@@ -16,7 +16,8 @@ def idempotency_key(execution_id: str, step: str) -> str:
     return f"{execution_id}/{step}"
 
 
-def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int) -> ExecuteStep:
+def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int,
+             context: dict[str, Any] | None = None) -> ExecuteStep:
     step = definition.steps_by_name[scheduled.step]
     return ExecuteStep(
         execution_id=state.execution_id,
@@ -27,7 +28,7 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         attempt=scheduled.attempt,
         idempotency_key=idempotency_key(state.execution_id, step.name),
         step=definition.steps_json[step.name],
-        context=state.template_scope(tuple(definition.steps_by_name)),
+        context=context if context is not None else state.template_scope(tuple(definition.steps_by_name)),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),
     )
@@ -36,10 +37,13 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
 def tasks_for(state: ExecutionState, definition: WorkflowDefinition | None,
               recorded: Iterable[RecordedEvent]) -> list[ExecuteStep]:
     """One task per StepScheduled among `recorded`; `state` is the state after them."""
-    if definition is None:
+    scheduled = [r for r in recorded if isinstance(r.event, StepScheduled)]
+    if definition is None or not scheduled:
         return []
+    # One scope serves every task of this decision (parallel steps share it).
+    context = state.template_scope(tuple(definition.steps_by_name))
     return [
-        task_for(state, definition, r.event, r.recorded_at)
-        for r in recorded
-        if isinstance(r.event, StepScheduled) and r.event.step in definition.steps_by_name
+        task_for(state, definition, r.event, r.recorded_at, context)
+        for r in scheduled
+        if r.event.step in definition.steps_by_name
     ]
