@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from typing import Any, Callable, Mapping
 
 from orchestrator.core.events import (
@@ -37,8 +36,7 @@ from orchestrator.core.events import (
     WorkflowStarted,
     WorkflowStartRejected,
 )
-from orchestrator.core.sensitive import SEALED_KEY, is_sensitive_name
-from orchestrator.core.sensitive import redact as _redact
+from orchestrator.core.sensitive import redact
 
 __all__ = [
     "APPLIERS",
@@ -57,25 +55,6 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-@lru_cache(maxsize=8192)
-def _secret_name(key: str) -> bool:
-    return is_sensitive_name(key)
-
-
-def _needs_redaction(value: Any) -> bool:
-    if isinstance(value, dict):
-        if SEALED_KEY in value:
-            return True
-        return any(_secret_name(str(k)) or _needs_redaction(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_needs_redaction(v) for v in value)
-    return False
-
-
-def redact(value: Any) -> Any:
-    """`orchestrator.core.sensitive.redact`, skipped (the value returned as is)
-    when nothing in it is sealed or secret-named: the common case, and cheap."""
-    return _redact(value) if _needs_redaction(value) else value
 
 
 def timestamp(epoch_ms: int | None) -> datetime | None:

@@ -7,9 +7,8 @@ import re
 import psycopg
 from psycopg import sql
 
-__all__ = ["connect", "use_schema", "DEFAULT_SCHEMA"]
+__all__ = ["connect", "use_schema"]
 
-DEFAULT_SCHEMA = None  # None: whatever the server's search_path says (normally `public`)
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 

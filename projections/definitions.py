@@ -115,6 +115,9 @@ class Definitions:
         self._shapes: dict[DefinitionKey, tuple[str, DefinitionShape]] = {}  # key -> (digest, shape)
         self._topic_reader = topic_reader
         self._topic_wait_s = topic_wait_s
+        # Looked for once and found nowhere: never wait for them again (a deleted
+        # definition would otherwise cost every later batch the full wait).
+        self._not_found: set[DefinitionKey] = set()
 
     def shape(self, name: str, version: str | None) -> DefinitionShape | None:
         """The cached shape (the `ShapeLookup` the appliers use)."""
@@ -130,13 +133,11 @@ class Definitions:
             return cached[1]
         shape = parse_shape(registered)
         self._shapes[key] = (registered.digest, shape)
+        self._not_found.discard(key)
         return shape
 
     def forget(self, key: DefinitionKey) -> None:
         self._shapes.pop(key, None)
-
-    def clear(self) -> None:
-        self._shapes.clear()
 
     def row(self, record: DefinitionRecord) -> tuple[Any, ...]:
         """Parameters of UPSERT_DEFINITION for a record (parses and caches its shape)."""
@@ -152,7 +153,7 @@ class Definitions:
         transaction). Keys found nowhere are logged and left out: their
         executions get step rows only as steps are scheduled.
         """
-        missing = {k for k in keys if k not in self._shapes}
+        missing = {k for k in keys if k not in self._shapes and k not in self._not_found}
         if not missing:
             return []
         names = [k[0] for k in missing]
@@ -171,6 +172,7 @@ class Definitions:
             missing.discard((name, version))
         if not missing or self._topic_reader is None:
             self._report(missing)
+            self._not_found |= missing
             return []
         found: dict[DefinitionKey, DefinitionRecord] = {}
         deadline = time.monotonic() + self._topic_wait_s
@@ -184,6 +186,7 @@ class Definitions:
         for record in found.values():
             self.add(record.registered)
         self._report(missing - found.keys())
+        self._not_found |= missing - found.keys()
         return list(found.values())
 
     @staticmethod

@@ -240,10 +240,7 @@ class Projector:
         definitions = Definitions(lambda keys: read_definitions_topic(settings, keys))
         writer = ProjectionWriter(self.conn, settings.topics, definitions, self.projection)
         conf = consumer_config(settings, self.group_id, role=ROLE, **{
-            "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
         })
         self._cooperative = "cooperative" in str(conf.get("partition.assignment.strategy", ""))

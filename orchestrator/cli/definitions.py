@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,10 @@ from rich.table import Table
 from ..config import Settings
 from ..core.definition import WorkflowDefinition
 from ..core.messages import DefinitionRegistered
+from ..core.versions import version_key
 from .common import CliError, console, echo_json, get_settings, iso, warn
 
 __all__ = ["definitions", "DefinitionInfo", "FileCheck", "check_file", "definition_info", "requested_by"]
-
-
-def version_key(version: str) -> tuple:
-    """Versions as people order them (1.10 after 1.9); the same order as the decider's catalog."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+]", version))
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,11 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
+from ..core.sensitive import redact
 from ..core.state import ExecutionState
 from .common import duration_text, epoch_ms, iso, json_ready, short, styled_status
 
 __all__ = ["from_state", "from_rows", "execution_panel", "steps_table", "step_order"]
-
-
-def _redact(value: Any) -> Any:
-    from ..core.sensitive import redact
-
-    return redact(value)
 
 
 def _duration_ms(start: int | None, end: int | None) -> int | None:
@@ -50,7 +45,7 @@ def from_state(state: ExecutionState, definition: Any = None) -> dict[str, Any]:
             "name": name,
             "status": s.status,
             "attempts": s.attempt,
-            "output": _redact(s.output),
+            "output": redact(s.output),
             "error": s.error,
             "started_at": iso(s.started_at),
             "finished_at": iso(s.finished_at),
@@ -61,8 +56,8 @@ def from_state(state: ExecutionState, definition: Any = None) -> dict[str, Any]:
         "workflow_name": state.workflow_name or None,
         "workflow_version": state.workflow_version or None,
         "status": "pending" if state.status == "new" else state.status,  # nothing recorded yet
-        "input": _redact(state.input),
-        "output": _redact(state.output),
+        "input": redact(state.input),
+        "output": redact(state.output),
         "error": state.error,
         "failed_step": state.failed_step,
         "requested_by": state.requested_by,

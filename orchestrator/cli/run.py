@@ -105,17 +105,11 @@ def run_role(role: str, settings: Settings, stop: threading.Event) -> int:
 
 def _child(role: str) -> None:
     """A spawned process of `run all`: the parent decides when to stop (SIGTERM)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stop = threading.Event()
     settings = load_settings()
     _configure(settings, role)
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
+    _stop_on_signals(stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's to handle
     log.info("role_starting", role=role)
     sys.exit(run_role(role, settings, stop))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 __all__ = [
@@ -46,6 +47,7 @@ Path = tuple[str, ...]
 _DESCEND: Any = object()  # a `leaf` result meaning "not replaced: look inside"
 
 
+@lru_cache(maxsize=8192)
 def is_sensitive_name(name: str) -> bool:
     """True for names like password, client_secret, accessToken, X-API-Key, apikey."""
     if not isinstance(name, str):
@@ -114,10 +116,16 @@ def _map(value: Any, path: Path, leaf: Callable[[Any, Path], Any], depth: int = 
     replaced = leaf(value, path)
     if replaced is not _DESCEND:
         return replaced
+    # An unchanged dict or list comes back as itself: most values hold no
+    # secret, and the projector and executor redact every payload.
     if isinstance(value, Mapping):
-        return {k: _map(v, (*path, str(k)), leaf, depth + 1) for k, v in value.items()}
+        mapped = {k: _map(v, (*path, str(k)), leaf, depth + 1) for k, v in value.items()}
+        same = type(value) is dict and all(mapped[k] is v for k, v in value.items())
+        return value if same else mapped
     if isinstance(value, (list, tuple)):
-        return [_map(v, (*path, ANY_ITEM), leaf, depth + 1) for v in value]
+        items = [_map(v, (*path, ANY_ITEM), leaf, depth + 1) for v in value]
+        same = type(value) is list and all(a is b for a, b in zip(items, value))
+        return value if same else items
     return value
 
 

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import re
-from typing import Iterable
 
 import structlog
 
 from ..core.definition import WorkflowDefinition
 from ..core.loading import DefinitionError, load_definition_source
 from ..core.messages import DefinitionRegistered
+from ..core.versions import version_key
 
-__all__ = ["Catalog", "version_key"]
+__all__ = ["Catalog"]
 
 log = structlog.get_logger("catalog")
-
-
-def version_key(version: str) -> tuple:
-    """Order versions as people expect: 1.10 after 1.9, 2 after 1.2.0."""
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-+]", version))
 
 
 class Catalog:
@@ -47,10 +41,6 @@ class Catalog:
             versions.append(registered.version)
             versions.sort(key=version_key)
 
-    def add_all(self, registered: Iterable[DefinitionRegistered]) -> None:
-        for r in registered:
-            self.add(r)
-
     def get(self, name: str, version: str | None) -> WorkflowDefinition | None:
         if version is None:
             versions = self._versions.get(name)
@@ -58,9 +48,6 @@ class Catalog:
                 return None
             version = versions[-1]
         return self._parsed.get(f"{name}@{version}")
-
-    def registered(self, name: str, version: str) -> DefinitionRegistered | None:
-        return self._registered.get(f"{name}@{version}")
 
     def __len__(self) -> int:
         return len(self._parsed)

@@ -79,8 +79,7 @@ class Executor:
     def _open(self) -> None:
         self.consumer = Consumer(consumer_config(
             self.settings, self.settings.group_id("executor"),
-            role="executor", **{"enable.auto.commit": False, "isolation.level": "read_committed",
-                                "auto.offset.reset": "earliest", "on_commit": self._on_commit,
+            role="executor", **{"on_commit": self._on_commit,
                                 # one topic: no co-partitioning needed, so move partitions incrementally
                                 "partition.assignment.strategy": "cooperative-sticky"}))
         self.producer = Producer(producer_config(self.settings, role="executor"))

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.core.retry import is_transient_status
 from orchestrator.core.sensitive import redact
 
 from .http_transport import HttpClient, HttpConnectionError, HttpInvalidRequest, HttpReply, HttpTimeout
@@ -51,10 +52,6 @@ class Request:
     @property
     def label(self) -> str:
         return f"{self.service.name} {self.method} {self.endpoint}"
-
-
-def is_transient_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
 
 
 def parse_body(response: HttpReply) -> Any:

@@ -69,5 +69,3 @@ class OffsetTracker:
         for tp in tps:
             self._parts.pop(tp, None)
 
-    def partitions(self) -> list[TP]:
-        return list(self._parts)
