@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.durations import parse_duration_ms
+
 __all__ = ["Settings", "Topics", "load_settings"]
 
 
@@ -38,6 +40,11 @@ class Topics:
         return self.prefix + "external-events"
 
     @property
+    def waits(self) -> str:
+        """Open event waits (compacted; the decider writes, the correlator reads)."""
+        return self.prefix + "waits"
+
+    @property
     def dlq(self) -> str:
         return self.prefix + "dlq"
 
@@ -53,6 +60,8 @@ class Settings:
     secret_key: str | None = None  # Fernet key; wins over the file
     instance: str = "0"  # stable slot id: transactional.id and consumer names derive from it
     executor_concurrency: int = 64
+    # How long the correlator keeps an external event for waits that open after it arrived.
+    event_buffer_ms: int = 3_600_000
     log_level: str = "info"
     log_format: str = "console"  # console | json
 
@@ -75,6 +84,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         secret_key=env.get("ORCH_SECRET_KEY") or None,
         instance=env.get("ORCH_INSTANCE", defaults.instance),
         executor_concurrency=int(env.get("ORCH_EXECUTOR_CONCURRENCY", defaults.executor_concurrency)),
+        event_buffer_ms=parse_duration_ms(env.get("ORCH_EVENT_BUFFER", "1h")),
         log_level=env.get("ORCH_LOG_LEVEL", defaults.log_level),
         log_format=env.get("ORCH_LOG_FORMAT", defaults.log_format),
     )

@@ -1,59 +1,55 @@
 """decide(state, input, definition, now) -> recorded events.
 
-Each emitted event is applied with `evolve` at once, so later decisions in
-the same input see its effect, exactly as a replay will. Nothing here reads a
-clock or a random source: `now` and `cause` arrive as arguments.
+Each emitted event is applied with `evolve` at once (see `Decision`), so
+later decisions in the same input see its effect, exactly as a replay will.
+Nothing here reads a clock or a random source: `now` and `cause` arrive as
+arguments. How executions end without completing (failure, cancel,
+compensation) is in `ending`; waits for events and signals in `waits`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from .definition import Step, WorkflowDefinition
+from .decision import Decision, is_current_attempt, require
+from .definition import OnTimeout, WorkflowDefinition
 from .durations import format_duration_ms
+from .ending import advance_compensation, cancel, child_ended, end_failed, fail_step
 from .events import (
     CommandRejected,
-    Event,
     RecordedEvent,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
-    StepFailed,
-    StepScheduled,
-    StepSkipped,
     TimerFired,
     TimerScheduled,
-    WorkflowCancelled,
     WorkflowCompleted,
-    WorkflowFailed,
     WorkflowStarted,
     WorkflowStartRejected,
 )
-from .evolve import evolve, retry_timer_id
+from .evolve import EXECUTION_TIMEOUT_TIMER, retry_timer_id
 from .io_schemas import OutputError, input_violations, workflow_output
-from .messages import CancelWorkflow, FireTimer, Input, SignalWorkflow, StartWorkflow, TaskFailed, TaskSucceeded
+from .messages import (
+    CancelWorkflow,
+    ChildExecutionEnded,
+    DeliverEvent,
+    FireTimer,
+    Input,
+    SignalWorkflow,
+    StartWorkflow,
+    TaskFailed,
+    TaskSucceeded,
+)
 from .retry import retry_delay_ms
 from .sensitive import redact
 from .state import STEP_DONE, ExecutionState
-from .templates import TemplateError, evaluate_condition
+from .steps import begin_step, schedule_attempt
+from .waits import accepts_event, satisfy, waiting_for_signal
 
 __all__ = ["decide", "handle", "Decision", "EXECUTION_TIMEOUT_TIMER"]
 
-EXECUTION_TIMEOUT_TIMER = "execution-timeout"
-
-
-class Decision:
-    """Collects the events of one input, evolving the state as it goes."""
-
-    def __init__(self, state: ExecutionState, now: int, cause: str) -> None:
-        self.state = state
-        self.now = now
-        self.cause = cause
-        self.recorded: list[RecordedEvent] = []
-
-    def emit(self, event: Event) -> None:
-        recorded = RecordedEvent(self.state.execution_id, self.state.sequence + 1, self.now, self.cause, event)
-        self.state = evolve(self.state, recorded)
-        self.recorded.append(recorded)
+# Inputs that only matter to an execution that is under way.
+_PROGRESS = (TaskSucceeded, TaskFailed, FireTimer, DeliverEvent, ChildExecutionEnded)
 
 
 def decide(
@@ -85,41 +81,39 @@ def handle(
 ) -> tuple[ExecutionState, list[RecordedEvent]]:
     """`decide`, also returning the state after the events (already evolved)."""
     d = Decision(state, now, cause or f"command:{type(command).__name__}")
+    if isinstance(command, _PROGRESS) and (not state.started or state.terminal):
+        return state, []  # late news about an execution that has ended (or never began)
     match command:
         case StartWorkflow():
             _start(d, command, definition, unseal)
-        case TaskSucceeded() | TaskFailed() | FireTimer() if not state.started or state.terminal:
-            pass  # late news about an execution that has ended: nothing to do
         case TaskSucceeded():
-            if _is_current_attempt(state, command.step, command.attempt):
+            if is_current_attempt(state, command.step, command.attempt):
                 d.emit(StepCompleted(command.step, command.attempt, command.output))
-                _advance(d, _require(definition, state))
+                _progress(d, require(definition, state))
         case TaskFailed():
-            if _is_current_attempt(state, command.step, command.attempt):
-                _attempt_failed(d, _require(definition, state), command.step, command.attempt,
-                                command.error, command.transient, command.status_code)
+            if is_current_attempt(state, command.step, command.attempt):
+                _attempt_failed(d, require(definition, state), command)
+                _progress(d, require(definition, state))
         case FireTimer():
             if command.timer_id in state.timers:
-                _timer(d, _require(definition, state), command.timer_id)
-        case CancelWorkflow():
-            _cancel(d, command)
+                _timer(d, require(definition, state), command.timer_id)
+                _progress(d, require(definition, state))
+        case DeliverEvent():
+            if state.status == "running" and accepts_event(state.steps.get(command.step), command,
+                                                           state.received_events):
+                _satisfy(d, require(definition, state), command.step, "event", command.event_type,
+                         command.event_id, command.data, command.occurred_at, command.source)
         case SignalWorkflow():
-            d.emit(CommandRejected("SignalWorkflow", f"no step is waiting for signal '{command.name}'",
-                                   command.requested_by))
+            _signal(d, definition, command)
+        case ChildExecutionEnded():
+            child_ended(d, command)
+        case CancelWorkflow():
+            cancel(d, definition if state.started else None, command)
+            if definition is not None and d.state.status == "compensating":
+                _progress(d, definition)
         case _:
             raise TypeError(f"not an input of the decider: {command!r}")
     return d.state, d.recorded
-
-
-def _require(definition: WorkflowDefinition | None, state: ExecutionState) -> WorkflowDefinition:
-    if definition is None:
-        raise LookupError(f"definition {state.workflow_name}@{state.workflow_version} is not loaded")
-    return definition
-
-
-def _is_current_attempt(state: ExecutionState, step: str, attempt: int) -> bool:
-    current = state.steps.get(step)
-    return current is not None and current.status == "running" and current.attempt == attempt
 
 
 def _start(d: Decision, cmd: StartWorkflow, definition: WorkflowDefinition | None,
@@ -129,81 +123,71 @@ def _start(d: Decision, cmd: StartWorkflow, definition: WorkflowDefinition | Non
             d.emit(CommandRejected("StartWorkflow", f"execution id already used by workflow "
                                    f"'{d.state.workflow_name}'", cmd.requested_by))
         return  # a repeated start of the same execution changes nothing
+    parent = (cmd.parent_execution_id, cmd.parent_relation)
     if definition is None:
         version = f" version '{cmd.workflow_version}'" if cmd.workflow_version else ""
         d.emit(WorkflowStartRejected(cmd.workflow_name, cmd.workflow_version, redact(cmd.input),
-                                     (f"unknown workflow '{cmd.workflow_name}'{version}",), cmd.requested_by))
+                                     (f"unknown workflow '{cmd.workflow_name}'{version}",), cmd.requested_by, *parent))
         return
     violations = input_violations(definition, cmd.input, unseal)
     if violations:
         d.emit(WorkflowStartRejected(definition.name, definition.version, redact(cmd.input),
-                                     tuple(violations), cmd.requested_by))
+                                     tuple(violations), cmd.requested_by, *parent))
         return
-    d.emit(WorkflowStarted(definition.name, definition.version, cmd.input, cmd.requested_by))
+    d.emit(WorkflowStarted(definition.name, definition.version, cmd.input, cmd.requested_by, *parent))
     limit = definition.spec.config.execution_timeout_ms
     if limit is not None:
         d.emit(TimerScheduled(EXECUTION_TIMEOUT_TIMER, d.now + limit))
-    _advance(d, definition)
+    _progress(d, definition)
+
+
+def _progress(d: Decision, definition: WorkflowDefinition) -> None:
+    """Move the execution on until nothing more follows from what is recorded."""
+    while True:
+        before = d.state.sequence
+        if d.state.status == "running":
+            _advance(d, definition)
+        elif d.state.status == "compensating":
+            advance_compensation(d, definition)
+        if d.state.sequence == before:
+            return
 
 
 def _advance(d: Decision, definition: WorkflowDefinition) -> None:
-    """Start every step whose dependencies are done; finish when all are."""
-    progressed = True
-    while progressed and d.state.status == "running":
-        progressed = False
-        for step in definition.spec.steps:
-            if d.state.step(step.name).status != "pending":
-                continue
-            if all(d.state.step(dep).status in STEP_DONE for dep in definition.dependencies[step.name]):
-                _begin(d, definition, step)
-                progressed = True  # a skipped step may release others at once
-    if d.state.status == "running" and all(
-        d.state.step(s.name).status in STEP_DONE for s in definition.spec.steps
-    ):
-        _complete(d, definition)
-
-
-def _begin(d: Decision, definition: WorkflowDefinition, step: Step) -> None:
-    if step.condition is not None:
-        scope = d.state.template_scope(tuple(definition.steps_by_name))
+    """Start every step whose dependencies are done; complete when all are."""
+    for step in definition.spec.steps:
+        if d.state.status != "running":
+            return
+        if d.state.step(step.name).status != "pending":
+            continue
+        if all(d.state.step(dep).status in STEP_DONE for dep in definition.dependencies[step.name]):
+            error = begin_step(d, definition, step)
+            if error is not None:
+                fail_step(d, definition, step, d.state.step(step.name).attempt, error)
+    if d.state.status == "running" and all(d.state.step(s.name).status in STEP_DONE for s in definition.spec.steps):
         try:
-            run = evaluate_condition(step.condition, scope, where=f"step '{step.name}': condition")
-        except TemplateError as exc:
-            _step_failed(d, definition, step, d.state.step(step.name).attempt, str(exc))
+            output = workflow_output(d.state, definition)
+        except OutputError as exc:
+            end_failed(d, definition, str(exc))
             return
-        if not run:
-            d.emit(StepSkipped(step.name, f"condition is false: {step.condition}"))
-            return
-    _schedule(d, definition, step, d.state.step(step.name).attempt + 1)
+        d.emit(WorkflowCompleted(output))
 
 
-def _schedule(d: Decision, definition: WorkflowDefinition, step: Step, attempt: int) -> None:
-    d.emit(StepScheduled(step.name, attempt, d.now + definition.attempt_timeout_ms(step)))
-
-
-def _attempt_failed(d: Decision, definition: WorkflowDefinition, name: str, attempt: int,
-                    error: str, transient: bool, status_code: int | None) -> None:
-    step = definition.steps_by_name[name]
+def _attempt_failed(d: Decision, definition: WorkflowDefinition, failed: TaskFailed, *,
+                    error: str | None = None) -> None:
+    step = definition.all_steps_by_name[failed.step]
     policy = definition.retry_policy(step)
-    will_retry = transient and attempt < policy.max_attempts
-    d.emit(StepAttemptFailed(name, attempt, error, transient, will_retry, status_code))
+    # While compensating, only compensation steps get further attempts.
+    retrying_allowed = d.state.status == "running" or step.name not in definition.steps_by_name
+    will_retry = failed.transient and failed.attempt < policy.max_attempts and retrying_allowed
+    message = error or failed.error
+    d.emit(StepAttemptFailed(failed.step, failed.attempt, message, failed.transient, will_retry,
+                             failed.status_code, failed.breaker))
     if will_retry:
-        delay = retry_delay_ms(policy, attempt, f"{d.state.execution_id}/{name}")
-        d.emit(TimerScheduled(retry_timer_id(name, attempt + 1), d.now + delay))
+        delay = retry_delay_ms(policy, failed.attempt, f"{d.state.execution_id}/{step.name}")
+        d.emit(TimerScheduled(retry_timer_id(step.name, failed.attempt + 1), d.now + delay))
     else:
-        _step_failed(d, definition, step, attempt, error)
-
-
-def _step_failed(d: Decision, definition: WorkflowDefinition, step: Step, attempts: int, error: str) -> None:
-    action = step.on_failure.action
-    action = "terminate" if action == "retry" else action
-    d.emit(StepFailed(step.name, attempts, error, action))
-    if action == "continue":
-        _advance(d, definition)
-        return
-    message = step.on_failure.message
-    reason = f"{message}: {error}" if message else f"step '{step.name}' failed: {error}"
-    d.emit(WorkflowFailed(reason, step.name))
+        fail_step(d, definition, step, failed.attempt, message)
 
 
 def _timer(d: Decision, definition: WorkflowDefinition, timer_id: str) -> None:
@@ -211,33 +195,44 @@ def _timer(d: Decision, definition: WorkflowDefinition, timer_id: str) -> None:
     kind, _, rest = timer_id.partition(":")
     if kind == "retry":
         name, _, attempt = rest.rpartition(":")
-        step = definition.steps_by_name[name]
         if d.state.step(name).status == "retrying":
-            _schedule(d, definition, step, int(attempt))
+            schedule_attempt(d, definition, definition.all_steps_by_name[name], int(attempt))
     elif kind == "timeout":
         name, _, attempt = rest.rpartition(":")
-        limit = definition.attempt_timeout_ms(definition.steps_by_name[name])
-        if _is_current_attempt(d.state, name, int(attempt)):
-            _attempt_failed(d, definition, name, int(attempt),
-                            f"attempt timed out after {format_duration_ms(limit)}", True, None)
+        if is_current_attempt(d.state, name, int(attempt)):
+            limit = definition.attempt_timeout_ms(definition.all_steps_by_name[name])
+            timed_out = TaskFailed(d.state.execution_id, name, int(attempt), "", True, None, d.now, d.now)
+            _attempt_failed(d, definition, timed_out, error=f"attempt timed out after {format_duration_ms(limit)}")
+    elif kind == "wait":
+        step = definition.all_steps_by_name[rest]
+        wait = d.state.step(rest).wait
+        if d.state.step(rest).status == "waiting" and wait is not None:
+            what = f"event '{wait.event_type}'" if wait.event_type else f"signal '{wait.signal}'"
+            limit = definition.wait_timeout_ms(step) or 0
+            fail_step(d, definition, step, 1, f"no {what} within {format_duration_ms(limit)}",
+                      step.on_timeout or OnTimeout())
     elif timer_id == EXECUTION_TIMEOUT_TIMER:
         limit = definition.spec.config.execution_timeout_ms or 0
-        d.emit(WorkflowFailed(f"execution timed out after {format_duration_ms(limit)}"))
+        end_failed(d, definition, f"execution timed out after {format_duration_ms(limit)}")
 
 
-def _cancel(d: Decision, cmd: CancelWorkflow) -> None:
-    if not d.state.started:
-        d.emit(CommandRejected("CancelWorkflow", "no such execution", cmd.requested_by))
-    elif d.state.terminal:
-        d.emit(CommandRejected("CancelWorkflow", f"execution already {d.state.status}", cmd.requested_by))
-    else:
-        d.emit(WorkflowCancelled(cmd.reason, cmd.requested_by))
-
-
-def _complete(d: Decision, definition: WorkflowDefinition) -> None:
-    try:
-        output = workflow_output(d.state, definition)
-    except OutputError as exc:
-        d.emit(WorkflowFailed(str(exc)))
+def _signal(d: Decision, definition: WorkflowDefinition | None, cmd: SignalWorkflow) -> None:
+    state = d.state
+    if not state.started or state.terminal:
+        reason = "no such execution" if not state.started else f"execution already {state.status}"
+        d.emit(CommandRejected("SignalWorkflow", f"signal '{cmd.name}': {reason}", cmd.requested_by))
         return
-    d.emit(WorkflowCompleted(output))
+    d.emit(SignalReceived(cmd.name, cmd.data, cmd.requested_by))
+    definition = require(definition, state)
+    step = waiting_for_signal(definition, d.state.steps, cmd.name) if state.status == "running" else None
+    if step is not None:
+        _satisfy(d, definition, step.name, "signal", cmd.name, None, cmd.data)
+
+
+def _satisfy(d: Decision, definition: WorkflowDefinition, name: str, kind: str, what: str,
+             event_id: str | None, data: Any, occurred_at: int | None = None, source: str | None = None) -> None:
+    step = definition.all_steps_by_name[name]
+    error = satisfy(d, definition, step, kind, what, event_id, data, occurred_at, source)
+    if error is not None:
+        fail_step(d, definition, step, 1, error)
+    _progress(d, definition)

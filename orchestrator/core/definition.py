@@ -252,10 +252,21 @@ class WorkflowDefinition(_Model):
     def steps_by_name(self) -> dict[str, Step]:
         return {step.name: step for step in self.spec.steps}
 
+    @property
+    def compensation_steps(self) -> tuple[Step, ...]:
+        comp = self.spec.compensation
+        return comp.steps if comp is not None else ()
+
+    @cached_property
+    def all_steps_by_name(self) -> dict[str, Step]:
+        """Main and compensation steps (their names never collide)."""
+        return {step.name: step for step in (*self.spec.steps, *self.compensation_steps)}
+
     @cached_property
     def steps_json(self) -> dict[str, Any]:
-        """Each step as JSON, the form tasks carry; dumped once per definition."""
-        return {step.name: step.model_dump(mode="json", by_alias=True, exclude_none=True) for step in self.spec.steps}
+        """Each step (main and compensation) as JSON, the form tasks carry; dumped once per definition."""
+        return {name: step.model_dump(mode="json", by_alias=True, exclude_none=True)
+                for name, step in self.all_steps_by_name.items()}
 
     @cached_property
     def dependencies(self) -> dict[str, tuple[str, ...]]:
@@ -303,5 +314,12 @@ class WorkflowDefinition(_Model):
     def attempt_timeout_ms(self, step: Step) -> int:
         return step.timeout_ms if step.timeout_ms is not None else self.spec.config.timeout_ms
 
+    def wait_timeout_ms(self, step: Step) -> int | None:
+        """A wait's own limit: `config.timeout`, else the step's `timeout`; None waits without one."""
+        config = step.config
+        if isinstance(config, WaitForEventConfig) and config.timeout_ms is not None:
+            return config.timeout_ms
+        return step.timeout_ms
 
-_CACHED = ("steps_by_name", "steps_json", "dependencies")
+
+_CACHED = ("steps_by_name", "all_steps_by_name", "steps_json", "dependencies")

@@ -26,6 +26,12 @@ __all__ = [
     "WorkflowFailed",
     "WorkflowCancelled",
     "CommandRejected",
+    "StepWaiting",
+    "SignalReceived",
+    "WaitSatisfied",
+    "CompensationStarted",
+    "CompensationFinished",
+    "ChildExecutionRequested",
     "Event",
     "RecordedEvent",
 ]
@@ -37,6 +43,8 @@ class WorkflowStarted:
     workflow_version: str
     input: Any
     requested_by: str | None = None
+    parent_execution_id: str | None = None  # set for an execution another one started
+    parent_relation: str | None = None  # why: "compensation"
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,8 @@ class WorkflowStartRejected:
     input: Any  # redacted: sensitive fields replaced by "***"
     violations: tuple[str, ...]
     requested_by: str | None = None
+    parent_execution_id: str | None = None
+    parent_relation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class StepAttemptFailed:
     transient: bool
     will_retry: bool
     status_code: int | None = None
+    breaker: str | None = None  # the service's circuit breaker after the attempt: closed | open | half_open
 
 
 @dataclass(frozen=True)
@@ -85,7 +96,7 @@ class StepFailed:
     step: str
     attempts: int
     error: str
-    action: str  # terminate | continue | compensate
+    action: str  # terminate | continue | compensate | abandoned (the execution was already ending)
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,8 @@ class StepSkipped:
 @dataclass(frozen=True)
 class TimerScheduled:
     """A durable timer. Ids: `timeout:<step>:<attempt>`, `retry:<step>:<attempt>`
-    (fires to start that attempt), `execution-timeout`."""
+    (fires to start that attempt), `execution-timeout`; `wait:<step>` is armed
+    by StepWaiting itself."""
 
     timer_id: str
     fire_at: int  # epoch ms
@@ -134,6 +146,76 @@ class CommandRejected:
     requested_by: str | None = None
 
 
+@dataclass(frozen=True)
+class StepWaiting:
+    """A wait_for_event step opened, for an external event or for a signal.
+
+    `filter` is already resolved against the execution's state; a non-null
+    `timeout_at` arms the timer `wait:<step>`.
+    """
+
+    step: str
+    event_type: str | None
+    signal: str | None
+    filter: Any
+    timeout_at: int | None = None
+
+
+@dataclass(frozen=True)
+class SignalReceived:
+    """A named signal reached the execution; kept until a wait for it consumes it."""
+
+    name: str
+    data: Any = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitSatisfied:
+    """A waiting step got its event or signal; StepCompleted follows."""
+
+    step: str
+    kind: str  # event | signal
+    name: str  # event type or signal name
+    event_id: str | None
+    data: Any
+    occurred_at: int | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class CompensationStarted:
+    """The execution is ending and enters `compensating`.
+
+    `trigger` says how it ends once compensation is done (failed or
+    cancelled); `workflow` names a compensation workflow to start instead of
+    running `spec.compensation.steps`.
+    """
+
+    trigger: str  # failed | cancelled
+    error: str
+    step: str | None = None
+    workflow: str | None = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CompensationFinished:
+    outcome: str  # completed | failed
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildExecutionRequested:
+    """This execution started another one; the decider sent its StartWorkflow."""
+
+    child_execution_id: str
+    workflow_name: str
+    workflow_version: str | None
+    input: Any
+    relation: str  # compensation
+
+
 Event = Union[
     WorkflowStarted,
     WorkflowStartRejected,
@@ -148,6 +230,12 @@ Event = Union[
     WorkflowFailed,
     WorkflowCancelled,
     CommandRejected,
+    StepWaiting,
+    SignalReceived,
+    WaitSatisfied,
+    CompensationStarted,
+    CompensationFinished,
+    ChildExecutionRequested,
 ]
 
 

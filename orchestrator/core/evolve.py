@@ -10,7 +10,13 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from .events import (
+    ChildExecutionRequested,
     CommandRejected,
+    CompensationFinished,
+    CompensationStarted,
+    SignalReceived,
+    StepWaiting,
+    WaitSatisfied,
     RecordedEvent,
     StepAttemptFailed,
     StepCompleted,
@@ -25,9 +31,12 @@ from .events import (
     WorkflowStarted,
     WorkflowStartRejected,
 )
-from .state import ExecutionState, StepState
+from .state import Compensation, ExecutionState, StepState, Wait
 
-__all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id"]
+__all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id", "wait_timer_id",
+           "EXECUTION_TIMEOUT_TIMER"]
+
+EXECUTION_TIMEOUT_TIMER = "execution-timeout"
 
 
 def replace(value: Any, **changes: Any) -> Any:
@@ -49,6 +58,10 @@ def attempt_timer_id(step: str, attempt: int) -> str:
 
 def retry_timer_id(step: str, attempt: int) -> str:
     return f"retry:{step}:{attempt}"
+
+
+def wait_timer_id(step: str) -> str:
+    return f"wait:{step}"
 
 
 def _frozen(mapping: dict[str, Any]) -> Mapping[str, Any]:
@@ -74,6 +87,8 @@ def _started(s: ExecutionState, e: WorkflowStarted, r: RecordedEvent) -> Executi
         input=e.input,
         requested_by=e.requested_by,
         started_at=r.recorded_at,
+        parent_execution_id=e.parent_execution_id,
+        parent_relation=e.parent_relation,
     )
 
 
@@ -88,6 +103,8 @@ def _rejected(s: ExecutionState, e: WorkflowStartRejected, r: RecordedEvent) -> 
         error="rejected: " + "; ".join(e.violations),
         started_at=r.recorded_at,
         finished_at=r.recorded_at,
+        parent_execution_id=e.parent_execution_id,
+        parent_relation=e.parent_relation,
     )
 
 
@@ -107,8 +124,10 @@ def _completed(s: ExecutionState, e: StepCompleted, r: RecordedEvent) -> Executi
         error=None,
         finished_at=r.recorded_at,
         finished_seq=r.sequence,
+        wait=None,
     )
-    return _with_step(s, e.step, step, timers=_without_timer(s.timers, attempt_timer_id(e.step, e.attempt)))
+    timers = _without_timer(_without_timer(s.timers, attempt_timer_id(e.step, e.attempt)), wait_timer_id(e.step))
+    return _with_step(s, e.step, step, timers=timers)
 
 
 def _attempt_failed(s: ExecutionState, e: StepAttemptFailed, r: RecordedEvent) -> ExecutionState:
@@ -125,8 +144,9 @@ def _step_failed(s: ExecutionState, e: StepFailed, r: RecordedEvent) -> Executio
         error=e.error,
         finished_at=r.recorded_at,
         finished_seq=r.sequence,
+        wait=None,
     )
-    timers = s.timers
+    timers = _without_timer(s.timers, wait_timer_id(e.step))
     for attempt in range(1, step.attempt + 2):
         timers = _without_timer(_without_timer(timers, attempt_timer_id(e.step, attempt)), retry_timer_id(e.step, attempt))
     return _with_step(s, e.step, step, timers=timers)
@@ -163,6 +183,48 @@ def _unchanged(s: ExecutionState, e: Any, r: RecordedEvent) -> ExecutionState:
     return s
 
 
+def _waiting(s: ExecutionState, e: StepWaiting, r: RecordedEvent) -> ExecutionState:
+    step = replace(s.step(e.step), status="waiting", attempt=1, started_at=r.recorded_at,
+                   wait=Wait(e.event_type, e.signal, e.filter, e.timeout_at))
+    timers = s.timers
+    if e.timeout_at is not None:
+        timers = _frozen({**timers, wait_timer_id(e.step): e.timeout_at})
+    return _with_step(s, e.step, step, timers=timers)
+
+
+def _signal_received(s: ExecutionState, e: SignalReceived, r: RecordedEvent) -> ExecutionState:
+    return replace(s, pending_signals=(*s.pending_signals, (e.name, e.data)))
+
+
+def _wait_satisfied(s: ExecutionState, e: WaitSatisfied, r: RecordedEvent) -> ExecutionState:
+    if e.kind == "signal":
+        signals = list(s.pending_signals)
+        index = next((i for i, (name, _) in enumerate(signals) if name == e.name), None)
+        if index is not None:
+            del signals[index]
+        return replace(s, pending_signals=tuple(signals), timers=_without_timer(s.timers, wait_timer_id(e.step)))
+    received = s.received_events | {e.event_id} if e.event_id else s.received_events
+    return replace(s, received_events=received, timers=_without_timer(s.timers, wait_timer_id(e.step)))
+
+
+def _compensation_started(s: ExecutionState, e: CompensationStarted, r: RecordedEvent) -> ExecutionState:
+    # The execution's own time limit stops here: compensation steps have theirs.
+    return replace(s, status="compensating", timers=_without_timer(s.timers, EXECUTION_TIMEOUT_TIMER),
+                   compensation=Compensation(e.trigger, e.error, e.step, e.workflow, e.requested_by))
+
+
+def _child_requested(s: ExecutionState, e: ChildExecutionRequested, r: RecordedEvent) -> ExecutionState:
+    if e.relation == "compensation" and s.compensation is not None:
+        return replace(s, compensation=replace(s.compensation, child_execution_id=e.child_execution_id))
+    return s
+
+
+def _compensation_finished(s: ExecutionState, e: CompensationFinished, r: RecordedEvent) -> ExecutionState:
+    if s.compensation is None:
+        return s
+    return replace(s, compensation=replace(s.compensation, outcome=e.outcome, outcome_error=e.error))
+
+
 APPLIERS: dict[type, Callable[[ExecutionState, Any, RecordedEvent], ExecutionState]] = {
     WorkflowStarted: _started,
     WorkflowStartRejected: _rejected,
@@ -177,6 +239,12 @@ APPLIERS: dict[type, Callable[[ExecutionState, Any, RecordedEvent], ExecutionSta
     WorkflowFailed: _finished("failed"),
     WorkflowCancelled: _finished("cancelled"),
     CommandRejected: _unchanged,
+    StepWaiting: _waiting,
+    SignalReceived: _signal_received,
+    WaitSatisfied: _wait_satisfied,
+    CompensationStarted: _compensation_started,
+    CompensationFinished: _compensation_finished,
+    ChildExecutionRequested: _child_requested,
 }
 
 

@@ -23,6 +23,9 @@ __all__ = [
     "Input",
     "DefinitionRegistered",
     "ExternalEvent",
+    "DeliverEvent",
+    "ChildExecutionEnded",
+    "WaitOpened",
 ]
 
 
@@ -33,6 +36,8 @@ class StartWorkflow:
     workflow_version: str | None  # None: the latest registered version
     input: Any
     requested_by: str | None = None
+    parent_execution_id: str | None = None  # the execution that started this one
+    parent_relation: str | None = None  # why: "compensation"
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,38 @@ class TaskFailed:
     status_code: int | None
     started_at: int
     finished_at: int
+    breaker: str | None = None  # the service's circuit breaker after the attempt: closed | open | half_open
 
 
-Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow]
-TaskResult = Union[TaskSucceeded, TaskFailed]
-Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, FireTimer, TaskSucceeded, TaskFailed]
+@dataclass(frozen=True)
+class DeliverEvent:
+    """The correlator found `step` of this execution waiting for this external event."""
+
+    execution_id: str
+    step: str
+    event_id: str
+    event_type: str
+    data: Any
+    occurred_at: int
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildExecutionEnded:
+    """An execution this one started has ended (`wf.results`, keyed by the parent)."""
+
+    execution_id: str  # the parent
+    child_execution_id: str
+    relation: str
+    status: str  # completed | failed | cancelled
+    output: Any = None
+    error: str | None = None
+
+
+Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent]
+TaskResult = Union[TaskSucceeded, TaskFailed, ChildExecutionEnded]
+Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, FireTimer,
+              TaskSucceeded, TaskFailed, ChildExecutionEnded]
 
 
 @dataclass(frozen=True)
@@ -131,3 +163,16 @@ class ExternalEvent:
     data: Any
     occurred_at: int  # epoch ms
     source: str | None = None
+
+
+@dataclass(frozen=True)
+class WaitOpened:
+    """An open event wait on the compacted `wf.waits` topic (key `<execution_id>/<step>`;
+    a null value closes it). The decider writes it; the correlator reads it."""
+
+    execution_id: str
+    step: str
+    event_type: str
+    filter: Any
+    opened_at: int
+    timeout_at: int | None = None

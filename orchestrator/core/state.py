@@ -9,6 +9,8 @@ from typing import Any, Mapping
 __all__ = [
     "ExecutionState",
     "StepState",
+    "Wait",
+    "Compensation",
     "EXECUTION_TERMINAL",
     "STEP_DONE",
     "STEP_ACTIVE",
@@ -25,6 +27,30 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
+class Wait:
+    """What a waiting step waits for: an event type with a resolved filter, or a signal."""
+
+    event_type: str | None
+    signal: str | None
+    filter: Any
+    timeout_at: int | None
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """An execution that is ending and undoing its work (status `compensating`)."""
+
+    trigger: str  # failed | cancelled: how the execution ends afterwards
+    error: str  # why it is ending
+    step: str | None  # the step whose failure started it
+    workflow: str | None  # a compensation workflow instead of spec.compensation.steps
+    requested_by: str | None = None
+    child_execution_id: str | None = None  # the compensation workflow's execution
+    outcome: str | None = None  # completed | failed, once finished
+    outcome_error: str | None = None
+
+
+@dataclass(frozen=True)
 class StepState:
     status: str = "pending"
     attempt: int = 0  # attempts started so far; the current one while running
@@ -33,6 +59,7 @@ class StepState:
     started_at: int | None = None
     finished_at: int | None = None
     finished_seq: int | None = None  # sequence of the event that ended the step
+    wait: Wait | None = None  # while a wait_for_event step is waiting
 
 
 @dataclass(frozen=True)
@@ -51,6 +78,11 @@ class ExecutionState:
     started_at: int | None = None
     finished_at: int | None = None
     sequence: int = 0  # of the last recorded event
+    parent_execution_id: str | None = None  # the execution that started this one
+    parent_relation: str | None = None  # why: "compensation"
+    pending_signals: tuple[tuple[str, Any], ...] = ()  # (name, data) received, not yet consumed by a wait
+    received_events: frozenset[str] = frozenset()  # external event ids already delivered
+    compensation: Compensation | None = None
 
     @property
     def started(self) -> bool:
@@ -87,5 +119,9 @@ class ExecutionState:
                 "workflow": self.workflow_name,
                 "version": self.workflow_version,
                 "started_at": self.started_at,
+                "status": self.status,
+                # why it is ending, for compensation steps
+                "error": self.compensation.error if self.compensation else self.error,
+                "failed_step": self.compensation.step if self.compensation else self.failed_step,
             },
         }

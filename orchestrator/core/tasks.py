@@ -18,7 +18,7 @@ def idempotency_key(execution_id: str, step: str) -> str:
 
 def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int,
              context: dict[str, Any] | None = None) -> ExecuteStep:
-    step = definition.steps_by_name[scheduled.step]
+    step = definition.all_steps_by_name[scheduled.step]
     return ExecuteStep(
         execution_id=state.execution_id,
         workflow_name=state.workflow_name,
@@ -28,7 +28,7 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         attempt=scheduled.attempt,
         idempotency_key=idempotency_key(state.execution_id, step.name),
         step=definition.steps_json[step.name],
-        context=context if context is not None else state.template_scope(tuple(definition.steps_by_name)),
+        context=context if context is not None else state.template_scope(tuple(definition.all_steps_by_name)),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),
     )
@@ -41,9 +41,9 @@ def tasks_for(state: ExecutionState, definition: WorkflowDefinition | None,
     if definition is None or not scheduled:
         return []
     # One scope serves every task of this decision (parallel steps share it).
-    context = state.template_scope(tuple(definition.steps_by_name))
+    context = state.template_scope(tuple(definition.all_steps_by_name))
     return [
         task_for(state, definition, r.event, r.recorded_at, context)
         for r in scheduled
-        if r.event.step in definition.steps_by_name
+        if r.event.step in definition.all_steps_by_name
     ]

@@ -1,7 +1,8 @@
 """The decider role: inputs in, events and tasks out, in one Kafka transaction.
 
 Per batch: consume commands and results (plus due timers), run the pure
-core, produce the events to `wf.events` and the tasks to `wf.tasks`, and
+core, produce the events to `wf.events` and what follows from them
+(`core.outbox`: tasks, child starts, news for a parent, open waits), and
 commit the input offsets with `send_offsets_to_transaction`. The in-memory
 state is rebuilt from `wf.events` whenever partitions are assigned.
 """
@@ -22,7 +23,7 @@ from ..core.decide import handle
 from ..core.evolve import evolve, initial_state
 from ..core.messages import FireTimer, Input, StartWorkflow
 from ..core.sensitive import seal_values
-from ..core.tasks import tasks_for
+from ..core.outbox import outbox
 from .catalog import Catalog
 from .executions import Executions
 from .kafka import DeadLetters, consumer_config, partition_for, producer_config, read_partition_to_end
@@ -54,6 +55,8 @@ class Decider:
             **{"transaction.timeout.ms": 10_000}))
         self.definitions = Consumer(consumer_config(settings, settings.group_id(f"decider-definitions-{settings.instance}")))
         self.dead_letters = DeadLetters(self.producer, settings)
+        self._outbox_topics = {"tasks": self.topics.tasks, "commands": self.topics.commands,
+                               "results": self.topics.results, "waits": self.topics.waits}
         self.batches = 0
         self.inputs = 0
         self._definitions_fresh = False  # read to the end during the current batch
@@ -241,8 +244,9 @@ class Decider:
         key = eid.encode()
         for r in recorded:
             self.producer.produce(self.topics.events, self.codec.encode(r), key)
-        for task in tasks_for(new_state, definition, recorded):
-            self.producer.produce(self.topics.tasks, self.codec.encode(task), key)
+        for out in outbox(state, new_state, definition, recorded):
+            value = self.codec.encode(out.message) if out.message is not None else None
+            self.producer.produce(self._outbox_topics[out.topic], value, out.key.encode())
         self.producer.poll(0)
         self.executions.put(new_state, partition)
 

@@ -155,6 +155,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         t.events: {"retention.ms": "-1", "retention.bytes": "-1"},  # the truth: never deleted
         t.definitions: {"cleanup.policy": "compact"},
         t.external_events: {},
+        t.waits: {"cleanup.policy": "compact"},
         t.dlq: {},
     }
 

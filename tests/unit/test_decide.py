@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from orchestrator.core.events import (
     CommandRejected,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepFailed,
@@ -144,9 +145,11 @@ def test_permanent_failure_is_not_retried_and_terminate_fails_the_execution():
     assert s.when(failed("c", status=400, transient=False)) == [
         StepAttemptFailed("c", 1, "HTTP 400", False, False, 400),
         StepFailed("c", 1, "HTTP 400", "terminate"),
+        StepFailed("b", 1, "abandoned: the execution failed", "abandoned"),  # b was still running
         WorkflowFailed("C broke: HTTP 400", "c"),
     ]
     assert s.state.status == "failed"
+    assert s.when(ok("b")) == []  # its late result changes nothing
 
 
 def test_continue_lets_dependents_proceed():
@@ -219,6 +222,7 @@ def test_output_that_breaks_its_schema_fails_the_execution():
 def test_cancel_ends_the_execution_and_late_results_are_ignored():
     s = started()
     assert s.when(CancelWorkflow("exec-1", "no longer needed", "alice")) == [
+        StepFailed("a", 1, "abandoned: the execution was cancelled", "abandoned"),
         WorkflowCancelled("no longer needed", "alice")]
     assert s.state.timers == {}
     assert s.when(ok("a")) == []
@@ -226,10 +230,13 @@ def test_cancel_ends_the_execution_and_late_results_are_ignored():
         CommandRejected("CancelWorkflow", "execution already cancelled", None)]
 
 
-def test_a_signal_nobody_waits_for_is_recorded_as_rejected():
+def test_a_signal_nobody_waits_for_yet_is_kept_and_one_to_an_ended_execution_rejected():
     s = started()
+    assert s.when(SignalWorkflow("exec-1", "approve", {"ok": True})) == [SignalReceived("approve", {"ok": True})]
+    assert s.state.pending_signals == (("approve", {"ok": True}),)
+    s.when(CancelWorkflow("exec-1"))
     [event] = s.when(SignalWorkflow("exec-1", "approve"))
-    assert isinstance(event, CommandRejected)
+    assert event == CommandRejected("SignalWorkflow", "signal 'approve': execution already cancelled", None)
 
 
 MAPPED = definition("""
@@ -266,7 +273,9 @@ def test_execution_timeout_fails_the_whole_execution():
     s = Scenario(MAPPED)
     s.when(StartWorkflow("exec-1", "mapped", "2", {"notify": True}))
     events = s.at(T0 + 3_600_000).when(FireTimer("exec-1", "execution-timeout"))
-    assert events == [TimerFired("execution-timeout"), WorkflowFailed("execution timed out after 1h")]
+    assert events == [TimerFired("execution-timeout"),
+                      StepFailed("create", 1, "abandoned: the execution failed", "abandoned"),
+                      WorkflowFailed("execution timed out after 1h")]
 
 
 def test_every_event_type_has_an_applier_in_the_core_and_the_projection():

@@ -1,0 +1,77 @@
+"""wait_for_event steps: opening a wait, and the event or signal that ends it.
+
+A wait's `filter` is resolved when it opens, against the state of that
+moment, and recorded in StepWaiting: the correlator and any replay match
+events against that recorded value, never against a re-rendered one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .decision import Decision
+from .definition import Step, WaitForEventConfig, WorkflowDefinition
+from .events import StepCompleted, StepWaiting, WaitSatisfied
+from .matching import filter_matches
+from .messages import DeliverEvent
+from .state import StepState
+from .templates import TemplateError, render_value
+
+__all__ = ["open_wait", "satisfy", "accepts_event", "waiting_for_signal"]
+
+
+def open_wait(d: Decision, definition: WorkflowDefinition, step: Step) -> str | None:
+    """Record StepWaiting (consuming a signal that already arrived); an error message
+    when the filter cannot be resolved."""
+    config = step.config
+    assert isinstance(config, WaitForEventConfig)
+    scope = d.state.template_scope(tuple(definition.all_steps_by_name))
+    try:
+        resolved = render_value(config.filter, scope, where=f"step '{step.name}': config.filter")
+    except TemplateError as exc:
+        return str(exc)
+    if not isinstance(resolved, dict):
+        return f"step '{step.name}': config.filter must resolve to an object, not {type(resolved).__name__}"
+    limit = definition.wait_timeout_ms(step)
+    d.emit(StepWaiting(step.name, config.event_type, config.signal, resolved,
+                       d.now + limit if limit is not None else None))
+    if config.signal is not None:
+        for name, data in d.state.pending_signals:
+            if name == config.signal:
+                return satisfy(d, definition, step, "signal", name, None, data)
+    return None
+
+
+def satisfy(d: Decision, definition: WorkflowDefinition, step: Step, kind: str, name: str,
+            event_id: str | None, data: Any, occurred_at: int | None = None, source: str | None = None) -> str | None:
+    """Record what the wait got and complete the step; an error message when the
+    step's `output` mapping cannot be rendered (the caller fails the step)."""
+    d.emit(WaitSatisfied(step.name, kind, name, event_id, data, occurred_at, source))
+    output = data
+    if step.output is not None:
+        scope = {**d.state.template_scope(tuple(definition.all_steps_by_name)), "event": data, "response": data}
+        try:
+            output = render_value(step.output, scope, where=f"step '{step.name}': output")
+        except TemplateError as exc:
+            return str(exc)
+    d.emit(StepCompleted(step.name, 1, output))
+    return None
+
+
+def accepts_event(step: StepState | None, delivery: DeliverEvent, received: frozenset[str]) -> bool:
+    """Whether a delivery still applies: the step waits for this type, the recorded
+    filter matches, and the execution has not had this event already."""
+    if step is None or step.status != "waiting" or step.wait is None:
+        return False
+    return (step.wait.event_type == delivery.event_type
+            and delivery.event_id not in received
+            and filter_matches(step.wait.filter, delivery.data))
+
+
+def waiting_for_signal(definition: WorkflowDefinition, steps: dict[str, StepState] | Any, name: str) -> Step | None:
+    """The first step, in definition order, waiting for signal `name`."""
+    for step in definition.spec.steps:
+        state = steps.get(step.name)
+        if state is not None and state.status == "waiting" and state.wait is not None and state.wait.signal == name:
+            return step
+    return None
