@@ -4,9 +4,12 @@ The projector loads the current rows of the executions in a batch into
 `ExecutionView`s, folds the batch's events into them with `apply_event`, and
 writes back the rows that changed (see `projections.batch`). The appliers
 mirror the decider's `orchestrator.core.evolve` (the `orchestrator replay`
-audit compares its fold against these rows) with three additions the core
-state does not need: one `pending` row per step of the definition at start,
-each step's type, and the skip reason (`status_reason`).
+audit compares its fold against these rows) with additions the core state
+does not need: one `pending` row per step of the definition at start, each
+step's type, the skip reason (`status_reason`), the step's phase (a row first
+created while the execution is compensating is a compensation step), what a
+wait_for_event step waited for (`waiting_for`, kept after the wait ends) and
+the last circuit breaker state an attempt reported (`breaker`).
 
 Re-applying an event is harmless: an event whose sequence is not above the
 execution's `last_sequence` changes no row, and its history row is inserted
@@ -21,15 +24,21 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
 from orchestrator.core.events import (
+    ChildExecutionRequested,
     CommandRejected,
+    CompensationFinished,
+    CompensationStarted,
     RecordedEvent,
+    SignalReceived,
     StepAttemptFailed,
     StepCompleted,
     StepFailed,
     StepScheduled,
     StepSkipped,
+    StepWaiting,
     TimerFired,
     TimerScheduled,
+    WaitSatisfied,
     WorkflowCancelled,
     WorkflowCompleted,
     WorkflowFailed,
@@ -50,11 +59,10 @@ __all__ = [
     "event_payload",
     "history_row",
     "timestamp",
+    "waiting_for",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 
 
 def timestamp(epoch_ms: int | None) -> datetime | None:
@@ -97,11 +105,20 @@ class ExecutionRow:
     finished_at: datetime | None
     updated_at: datetime
     last_sequence: int
+    parent_execution_id: str | None = None  # the execution that started this one
+    parent_relation: str | None = None  # why: "compensation"
+    compensation_execution_id: str | None = None  # the compensation workflow's execution
+    compensation_status: str | None = None  # None | running | completed | failed
+    compensation_error: str | None = None  # why compensation failed
+    compensation_trigger: str | None = None  # failed | cancelled: how the execution ends afterwards
+    compensation_reason: str | None = None  # why the execution is ending (CompensationStarted.error)
 
     COLUMNS = (
         "id", "workflow_name", "workflow_version", "status", "input", "output", "error",
         "failed_step", "requested_by", "created_at", "started_at", "finished_at",
-        "updated_at", "last_sequence",
+        "updated_at", "last_sequence", "parent_execution_id", "parent_relation",
+        "compensation_execution_id", "compensation_status", "compensation_error",
+        "compensation_trigger", "compensation_reason",
     )
 
 
@@ -120,10 +137,13 @@ class StepRow:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime = _EPOCH
+    phase: str = "main"  # main | compensation
+    waiting_for: str | None = None  # a wait_for_event step: the event type or "signal:<name>"
+    breaker: str | None = None  # the last circuit breaker state an attempt reported
 
     COLUMNS = (
         "execution_id", "step_name", "step_type", "status", "attempts", "output", "error",
-        "status_reason", "started_at", "finished_at", "updated_at",
+        "status_reason", "started_at", "finished_at", "updated_at", "phase", "waiting_for", "breaker",
     )
 
 
@@ -159,11 +179,14 @@ class ExecutionView:
 
     def step(self, name: str, shapes: ShapeLookup) -> StepRow:
         """The step's row, created `pending` when the execution has none yet
-        (a compensation step, or a definition that could not be found)."""
+        (a compensation step, or a definition that could not be found); one
+        created while the execution is compensating is in the compensation phase."""
         row = self.steps.get(name)
         if row is None:
             shape = self._shape(shapes)
-            row = StepRow(self.execution_id, name, shape.step_type(name) if shape else None)
+            compensating = self.execution is not None and self.execution.status == "compensating"
+            row = StepRow(self.execution_id, name, shape.step_type(name) if shape else None,
+                          phase="compensation" if compensating else "main")
             self.steps[name] = row
         self.touched.add(name)
         return row
@@ -212,33 +235,35 @@ def history_row(recorded: RecordedEvent, partition: int, offset: int) -> History
 # --- appliers: (view, recorded, event, shapes) -> None, changing the view ---
 
 
-def _new_execution(view: ExecutionView, r: RecordedEvent, name: str, version: str | None,
-                   input_: Any, requested_by: str | None) -> ExecutionRow:
+def _new_execution(view: ExecutionView, r: RecordedEvent, e: WorkflowStarted | WorkflowStartRejected
+                   ) -> ExecutionRow:
     at = timestamp(r.recorded_at)
     assert at is not None
     previous = view.execution
     row = ExecutionRow(
         id=view.execution_id,
-        workflow_name=name,
-        workflow_version=version,
+        workflow_name=e.workflow_name,
+        workflow_version=e.workflow_version,
         status="running",
-        input=redact(input_),
+        input=redact(e.input),
         output=None,
         error=None,
         failed_step=None,
-        requested_by=requested_by,
+        requested_by=e.requested_by,
         created_at=previous.created_at if previous else at,
         started_at=at,
         finished_at=None,
         updated_at=at,
         last_sequence=previous.last_sequence if previous else 0,
+        parent_execution_id=e.parent_execution_id,
+        parent_relation=e.parent_relation,
     )
     view.execution = row
     return row
 
 
 def workflow_started(view: ExecutionView, r: RecordedEvent, e: WorkflowStarted, shapes: ShapeLookup) -> None:
-    _new_execution(view, r, e.workflow_name, e.workflow_version, e.input, e.requested_by)
+    _new_execution(view, r, e)
     shape = shapes(e.workflow_name, e.workflow_version)
     at = timestamp(r.recorded_at)
     assert at is not None
@@ -250,7 +275,7 @@ def workflow_started(view: ExecutionView, r: RecordedEvent, e: WorkflowStarted, 
 
 def workflow_start_rejected(view: ExecutionView, r: RecordedEvent, e: WorkflowStartRejected,
                             shapes: ShapeLookup) -> None:
-    row = _new_execution(view, r, e.workflow_name, e.workflow_version, e.input, e.requested_by)
+    row = _new_execution(view, r, e)
     row.status = "failed"
     row.error = "rejected: " + "; ".join(e.violations)
     row.finished_at = row.started_at
@@ -271,6 +296,8 @@ def step_attempt_failed(view: ExecutionView, r: RecordedEvent, e: StepAttemptFai
     step.error = e.error
     if e.will_retry:
         step.status = "retrying"
+    if e.breaker is not None:
+        step.breaker = e.breaker
 
 
 def step_completed(view: ExecutionView, r: RecordedEvent, e: StepCompleted, shapes: ShapeLookup) -> None:
@@ -297,7 +324,47 @@ def step_skipped(view: ExecutionView, r: RecordedEvent, e: StepSkipped, shapes: 
 
 
 def history_only(view: ExecutionView, r: RecordedEvent, e: Any, shapes: ShapeLookup) -> None:
-    """Timers and rejected commands: recorded in execution_events only."""
+    """Timers, rejected commands, signals (the state keeps them pending) and
+    satisfied waits (StepCompleted follows): recorded in execution_events only."""
+
+
+def waiting_for(event_type: str | None, signal: str | None) -> str | None:
+    """What a waiting step waits for, as the `waiting_for` column shows it."""
+    return f"signal:{signal}" if signal is not None else event_type
+
+
+def step_waiting(view: ExecutionView, r: RecordedEvent, e: StepWaiting, shapes: ShapeLookup) -> None:
+    step = view.step(e.step, shapes)
+    step.status = "waiting"
+    step.attempts = 1
+    step.started_at = timestamp(r.recorded_at)
+    step.waiting_for = waiting_for(e.event_type, e.signal)
+
+
+def compensation_started(view: ExecutionView, r: RecordedEvent, e: CompensationStarted,
+                         shapes: ShapeLookup) -> None:
+    row = _execution(view)
+    row.status = "compensating"
+    row.compensation_status = "running"
+    row.compensation_trigger = e.trigger
+    row.compensation_reason = e.error
+    row.compensation_execution_id = None
+    row.compensation_error = None
+
+
+def child_execution_requested(view: ExecutionView, r: RecordedEvent, e: ChildExecutionRequested,
+                              shapes: ShapeLookup) -> None:
+    row = _execution(view)
+    if e.relation == "compensation" and row.compensation_status is not None:
+        row.compensation_execution_id = e.child_execution_id
+
+
+def compensation_finished(view: ExecutionView, r: RecordedEvent, e: CompensationFinished,
+                          shapes: ShapeLookup) -> None:
+    row = _execution(view)
+    if row.compensation_status is not None:
+        row.compensation_status = e.outcome
+        row.compensation_error = e.error
 
 
 def workflow_completed(view: ExecutionView, r: RecordedEvent, e: WorkflowCompleted, shapes: ShapeLookup) -> None:
@@ -343,6 +410,12 @@ APPLIERS: Mapping[type, Applier] = {
     WorkflowFailed: workflow_failed,
     WorkflowCancelled: workflow_cancelled,
     CommandRejected: history_only,
+    StepWaiting: step_waiting,
+    SignalReceived: history_only,
+    WaitSatisfied: history_only,
+    CompensationStarted: compensation_started,
+    ChildExecutionRequested: child_execution_requested,
+    CompensationFinished: compensation_finished,
 }
 
 _STARTS = (WorkflowStarted, WorkflowStartRejected)

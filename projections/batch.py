@@ -83,12 +83,15 @@ EXECUTION_TYPES = {
     "id": "text", "workflow_name": "text", "workflow_version": "text", "status": "text",
     "input": "jsonb", "output": "jsonb", "error": "text", "failed_step": "text", "requested_by": "text",
     "created_at": "timestamptz", "started_at": "timestamptz", "finished_at": "timestamptz",
-    "updated_at": "timestamptz", "last_sequence": "int",
+    "updated_at": "timestamptz", "last_sequence": "int", "parent_execution_id": "text", "parent_relation": "text",
+    "compensation_execution_id": "text", "compensation_status": "text", "compensation_error": "text",
+    "compensation_trigger": "text", "compensation_reason": "text",
 }
 STEP_TYPES = {
     "execution_id": "text", "step_name": "text", "step_type": "text", "status": "text", "attempts": "int",
     "output": "jsonb", "error": "text", "status_reason": "text", "started_at": "timestamptz",
-    "finished_at": "timestamptz", "updated_at": "timestamptz",
+    "finished_at": "timestamptz", "updated_at": "timestamptz", "phase": "text", "waiting_for": "text",
+    "breaker": "text",
 }
 HISTORY_TYPES = {
     "execution_id": "text", "sequence": "int", "event_type": "text", "recorded_at": "timestamptz",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -29,6 +29,7 @@ __all__ = [
     "publish",
     "read_definitions",
     "read_key",
+    "read_partitions",
     "reader",
     "require_kafka",
     "require_topics",
@@ -210,6 +211,24 @@ def read_key(settings: Settings, topic: str, partition: int, key: str,
         for msg in read_partition_to_end(consumer, topic, partition, start, idle_timeout=READ_IDLE_TIMEOUT_S):
             if msg.key() == wanted:
                 yield msg
+    except TimeoutError as exc:
+        raise CliError(str(exc)) from None
+    except KafkaException as exc:
+        raise CliError(f"cannot read {topic}[{partition}]: {_kafka_reason(exc)}") from None
+    finally:
+        consumer.close()
+
+
+def read_partitions(settings: Settings, topic: str, partitions: Iterable[int]) -> Iterator[Message]:
+    """Every message of the given partitions up to their ends as of now, partition by
+    partition in offset order, with one consumer: one pass over the topic however
+    many keys the caller wants."""
+    consumer = reader(settings)
+    partition = -1
+    try:
+        for partition in sorted(partitions):
+            watermarks(consumer, topic, partition)
+            yield from read_partition_to_end(consumer, topic, partition, idle_timeout=READ_IDLE_TIMEOUT_S)
     except TimeoutError as exc:
         raise CliError(str(exc)) from None
     except KafkaException as exc:

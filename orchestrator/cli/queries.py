@@ -48,6 +48,15 @@ def load_projection(conn: Any, execution_id: str) -> tuple[dict[str, Any], list[
     return row, steps
 
 
+def load_children(conn: Any, execution_id: str) -> list[dict[str, Any]]:
+    """The executions this one started (a compensation workflow), oldest first."""
+    rows = query(conn, "SELECT id, parent_relation, workflow_name, workflow_version, status "
+                       "FROM workflow_executions WHERE parent_execution_id = %s ORDER BY created_at, id",
+                 (execution_id,))
+    return [{"execution_id": r["id"], "relation": r["parent_relation"], "workflow_name": r["workflow_name"],
+             "workflow_version": r["workflow_version"], "status": r["status"]} for r in rows]
+
+
 @click.command()
 @click.argument("execution_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -56,10 +65,12 @@ def status(execution_id: str, as_json: bool) -> None:
     settings = get_settings()
     with connect(settings) as conn:
         found = load_projection(conn, execution_id)
+        children = load_children(conn, execution_id) if found is not None else []
     if found is None:
         raise CliError(f"execution {execution_id} not found in the projection (not started, or not "
                        f"projected yet: `orchestrator history {execution_id}` reads Kafka)")
     doc = from_rows(*found)
+    doc["children"] = children
     if as_json:
         echo_json(doc)
     else:
@@ -85,7 +96,8 @@ def list_executions(status_: str | None, workflow: str | None, limit: int, as_js
         if version:
             where.append("workflow_version = %s")
             params.append(version)
-    sql = ("SELECT id, workflow_name, workflow_version, status, error, created_at, started_at, finished_at "
+    sql = ("SELECT id, workflow_name, workflow_version, status, error, created_at, started_at, finished_at, "
+           "parent_execution_id, parent_relation, compensation_status "
            "FROM workflow_executions" + (" WHERE " + " AND ".join(where) if where else "")
            + " ORDER BY created_at DESC, id LIMIT %s")
     params.append(limit)
@@ -101,6 +113,9 @@ def list_executions(status_: str | None, workflow: str | None, limit: int, as_js
         "created_at": iso(r["created_at"]),
         "started_at": iso(r["started_at"]),
         "finished_at": iso(r["finished_at"]),
+        "parent_execution_id": r["parent_execution_id"],
+        "parent_relation": r["parent_relation"],
+        "compensation_status": r["compensation_status"],
     } for r in rows]
     if as_json:
         echo_json({"executions": items})

@@ -16,10 +16,46 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..core.sensitive import redact
-from ..core.state import ExecutionState
+from ..core.state import ExecutionState, StepState
 from .common import duration_text, epoch_ms, iso, json_ready, short, styled_status
 
-__all__ = ["from_state", "from_rows", "execution_panel", "steps_table", "step_order"]
+__all__ = ["from_state", "from_rows", "execution_panel", "steps_table", "step_order", "COMPENSATION_KEYS",
+           "compensation_of_state", "compensation_of_row", "state_waiting_for"]
+
+# The `compensation` object of an execution document; the projection's columns
+# are `compensation_<key>`.
+COMPENSATION_KEYS = ("status", "trigger", "reason", "error", "execution_id")
+
+
+def compensation_of_state(state: ExecutionState) -> dict[str, Any] | None:
+    """None, or status (running | completed | failed), trigger (failed | cancelled),
+    reason (why the execution is ending), error (why compensation failed) and the
+    compensation workflow's execution id."""
+    c = state.compensation
+    if c is None:
+        return None
+    return {
+        "status": "running" if c.outcome is None else c.outcome,
+        "trigger": c.trigger,
+        "reason": c.error,
+        "error": c.outcome_error,
+        "execution_id": c.child_execution_id,
+    }
+
+
+def compensation_of_row(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The same object from a `workflow_executions` row (None when every column is null)."""
+    found = {key: row.get(f"compensation_{key}") for key in COMPENSATION_KEYS}
+    return None if all(v is None for v in found.values()) else found
+
+
+def state_waiting_for(step: StepState) -> str | None:
+    """What a waiting step waits for, as the projection's `waiting_for` column has it
+    (the event type, or "signal:<name>"; projections.apply.waiting_for)."""
+    wait = step.wait
+    if wait is None:
+        return None
+    return f"signal:{wait.signal}" if wait.signal is not None else wait.event_type
 
 
 def _duration_ms(start: int | None, end: int | None) -> int | None:
@@ -36,13 +72,18 @@ def step_order(state_steps: Iterable[str], definition: Any = None) -> list[str]:
     return list(dict.fromkeys([*names, *state_steps]))
 
 
-def from_state(state: ExecutionState, definition: Any = None) -> dict[str, Any]:
-    """The execution document of a state folded from events."""
+def from_state(state: ExecutionState, definition: Any = None,
+               phases: dict[str, str] | None = None) -> dict[str, Any]:
+    """The execution document of a state folded from events (`phases`: each
+    step's phase as a replay saw it; else the definition's compensation steps)."""
+    compensation_steps = set(definition.compensation) if definition is not None else set()
     steps = []
     for name in step_order(state.steps, definition):
         s = state.step(name)
+        phase = (phases or {}).get(name) or ("compensation" if name in compensation_steps else "main")
         steps.append({
             "name": name,
+            "phase": phase,
             "status": s.status,
             "attempts": s.attempt,
             "output": redact(s.output),
@@ -50,6 +91,7 @@ def from_state(state: ExecutionState, definition: Any = None) -> dict[str, Any]:
             "started_at": iso(s.started_at),
             "finished_at": iso(s.finished_at),
             "duration_ms": _duration_ms(s.started_at, s.finished_at),
+            "waiting_for": state_waiting_for(s),
         })
     return {
         "execution_id": state.execution_id,
@@ -65,6 +107,9 @@ def from_state(state: ExecutionState, definition: Any = None) -> dict[str, Any]:
         "finished_at": iso(state.finished_at),
         "duration_ms": _duration_ms(state.started_at, state.finished_at),
         "sequence": state.sequence,
+        "parent_execution_id": state.parent_execution_id,
+        "parent_relation": state.parent_relation,
+        "compensation": compensation_of_state(state),
         "steps": steps,
     }
 
@@ -90,9 +135,13 @@ def from_rows(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
         "updated_at": iso(row["updated_at"]),
         "duration_ms": _duration_ms(ms("started_at", row), ms("finished_at", row)),
         "sequence": row["last_sequence"],
+        "parent_execution_id": row.get("parent_execution_id"),
+        "parent_relation": row.get("parent_relation"),
+        "compensation": compensation_of_row(row),
         "steps": [
             {
                 "name": s["step_name"],
+                "phase": s.get("phase") or "main",
                 "type": s["step_type"],
                 "status": s["status"],
                 "attempts": s["attempts"],
@@ -102,6 +151,8 @@ def from_rows(row: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any
                 "started_at": iso(s["started_at"]),
                 "finished_at": iso(s["finished_at"]),
                 "duration_ms": _duration_ms(ms("started_at", s), ms("finished_at", s)),
+                "waiting_for": s.get("waiting_for"),
+                "breaker": s.get("breaker"),
             }
             for s in steps
         ],
@@ -124,27 +175,53 @@ def _live_duration(start: str | None, end: str | None, running: bool) -> str:
     return duration_text(start_ms, end_ms)
 
 
+def _step_detail(s: dict[str, Any]) -> str | None:
+    if s["status"] == "waiting" and s.get("waiting_for"):
+        return f"waiting for {s['waiting_for']}"
+    detail = s.get("error") or (s.get("status_reason") if s["status"] == "skipped" else None)
+    if detail is None and s["status"] == "completed" and s.get("output") is not None:
+        detail = short(s["output"])
+    if s.get("breaker") in ("open", "half_open") and s["status"] in ("running", "retrying", "failed"):
+        detail = f"{detail} (breaker {s['breaker']})" if detail else f"breaker {s['breaker']}"
+    return detail
+
+
 def steps_table(doc: dict[str, Any], *, live: bool = False) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     widest = max((len(s["name"]) for s in doc["steps"]), default=4)
+    phases = any(s.get("phase") == "compensation" for s in doc["steps"])
     table.add_column("step", no_wrap=True, min_width=min(widest, 40))
+    if phases:
+        table.add_column("phase", no_wrap=True)
     table.add_column("status", no_wrap=True, min_width=9)
     table.add_column("attempts", no_wrap=True)
     table.add_column("duration", no_wrap=True)
     table.add_column("detail", ratio=1)
     for s in doc["steps"]:
         active = s["status"] in ("running", "retrying", "waiting")
-        detail = s.get("error") or (s.get("status_reason") if s["status"] == "skipped" else None)
-        if detail is None and s["status"] == "completed" and s.get("output") is not None:
-            detail = short(s["output"])
+        detail = _step_detail(s)
         table.add_row(
             escape(s["name"]),
+            *(["[yellow]compensation[/yellow]" if s.get("phase") == "compensation" else "main"] if phases else []),
             styled_status(s["status"]),
             str(s["attempts"] or ""),
             _live_duration(s["started_at"], s["finished_at"], live and active),
             escape(short(detail, 80)) if detail else "",
         )
     return table
+
+
+def _compensation_text(c: dict[str, Any]) -> str:
+    trigger = {"failed": "the execution failed", "cancelled": "the execution was cancelled"}.get(
+        c.get("trigger") or "", c.get("trigger") or "")
+    text = styled_status(c.get("status"))
+    if trigger or c.get("reason"):
+        text += escape(" (" + ": ".join(x for x in (trigger, c.get("reason")) if x) + ")")
+    if c.get("execution_id"):
+        text += escape(f"; workflow execution {c['execution_id']}")
+    if c.get("error"):
+        text += f"; [red]{escape(c['error'])}[/red]"
+    return text
 
 
 def execution_panel(doc: dict[str, Any], *, live: bool = False, waited_s: float | None = None) -> Group:
@@ -157,6 +234,9 @@ def execution_panel(doc: dict[str, Any], *, live: bool = False, waited_s: float 
     if doc.get("workflow_version"):
         workflow += f"@{doc['workflow_version']}"
     head.add_row("workflow", escape(workflow))
+    if doc.get("parent_execution_id"):
+        relation = f" ({doc['parent_relation']})" if doc.get("parent_relation") else ""
+        head.add_row("started by", escape(f"{doc['parent_execution_id']}{relation}"))
     head.add_row("status", styled_status(doc["status"]))
     if doc.get("started_at"):
         timing = doc["started_at"]
@@ -171,6 +251,11 @@ def execution_panel(doc: dict[str, Any], *, live: bool = False, waited_s: float 
     if doc.get("error"):
         failed = f" (step {doc['failed_step']})" if doc.get("failed_step") else ""
         head.add_row("error", f"[red]{escape(doc['error'])}[/red]{escape(failed)}")
+    if doc.get("compensation"):
+        head.add_row("compensation", _compensation_text(doc["compensation"]))
+    for child in doc.get("children") or ():
+        head.add_row("started", escape(f"{child['execution_id']} ({child.get('relation') or 'child'}, ")
+                     + styled_status(child.get("status")) + ")")
     if doc.get("output") is not None:
         head.add_row("output", escape(json.dumps(json_ready(doc["output"]), ensure_ascii=False, indent=2)))
     parts: list[Any] = [head]

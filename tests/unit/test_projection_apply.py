@@ -150,7 +150,10 @@ def test_cancel_records_the_reason_and_later_commands_are_history_only():
     history = histories()["exec-cancel"]
     view = project(history)
     assert (view.execution.status, view.execution.error) == ("cancelled", "changed my mind")
-    assert [type(r.event).__name__ for r in history].count("CommandRejected") == 2
+    types = [type(r.event).__name__ for r in history]
+    # the signal nobody waits for is kept (SignalReceived, v2); the second cancel is rejected
+    assert "SignalReceived" in types and types[-1] == "CommandRejected"
+    assert types.index("WorkflowCancelled") < types.index("CommandRejected")
 
 
 def test_skipped_step_keeps_its_reason_apart_from_errors():
@@ -175,7 +178,8 @@ def test_sensitive_values_are_redacted_in_rows_and_history():
 def test_payload_is_the_events_fields():
     rejected = ev.WorkflowStartRejected("w", None, {"p": SECRET}, ("a: bad", "b: worse"))
     assert event_payload(rejected) == {"workflow_name": "w", "workflow_version": None, "input": {"p": "***"},
-                                       "violations": ["a: bad", "b: worse"], "requested_by": None}
+                                       "violations": ["a: bad", "b: worse"], "requested_by": None,
+                                       "parent_execution_id": None, "parent_relation": None}
 
 
 def test_reapplying_events_changes_nothing():
@@ -278,3 +282,265 @@ def test_the_definitions_cache_reparses_only_a_new_digest():
     assert definitions.add(registered) is first
     assert definitions.shape("pipeline", "1") is first
     assert definitions.shape("pipeline", None) is None
+
+
+# -- event schema v2: links, waits, compensation, breakers -------------------------------------
+
+COMP_SHAPE = DefinitionShape((("a", "service_call"), ("w", "wait_for_event"), ("s", "wait_for_event")),
+                             (("undo_a", "service_call"),))
+
+
+def comp_shapes(name: str, version: str | None) -> DefinitionShape | None:
+    return COMP_SHAPE if name == "comp" else None
+
+
+def recorded(eid: str, *events: object, at: int = T0) -> list[RecordedEvent]:
+    return [RecordedEvent(eid, i, at + i * 10, "test", e) for i, e in enumerate(events, start=1)]  # type: ignore[arg-type]
+
+
+def project_with(history: list[RecordedEvent], lookup=comp_shapes) -> ExecutionView:
+    view = ExecutionView(history[0].execution_id)
+    for offset, r in enumerate(history):
+        apply_event(view, r, 0, offset, lookup)
+    return view
+
+
+def rows_of(view: ExecutionView) -> tuple[dict, list[dict]]:
+    """The view as `orchestrator replay` reads it from Postgres (dict rows)."""
+    import dataclasses
+
+    execution = {c: getattr(view.execution, c) for c in view.execution.COLUMNS}
+    steps = [{c: getattr(s, c) for c in s.COLUMNS} for s in view.steps.values()]
+    assert all(dataclasses.is_dataclass(s) for s in view.steps.values())
+    return execution, steps
+
+
+def compensated_history(eid: str = "x") -> list[RecordedEvent]:
+    """`a` completes, `w` waits, `s` fails for good: compensation runs `undo_a`, then the execution fails."""
+    return recorded(
+        eid,
+        ev.WorkflowStarted("comp", "1", {"k": 1}, "alice"),
+        ev.StepScheduled("a", 1, T0 + 60_000),
+        ev.StepCompleted("a", 1, {"id": "a-1"}),
+        ev.StepWaiting("w", "payment.received", None, {"order": "o-1"}, T0 + 3_600_000),
+        ev.StepScheduled("s", 1, T0 + 60_000),
+        ev.StepAttemptFailed("s", 1, "HTTP 503", True, True, 503, "open"),
+        ev.TimerScheduled("retry:s:2", T0 + 5_000),
+        ev.TimerFired("retry:s:2"),
+        ev.StepScheduled("s", 2, T0 + 60_000),
+        ev.StepAttemptFailed("s", 2, "HTTP 400", False, False, 400, None),
+        ev.StepFailed("s", 2, "HTTP 400", "compensate"),
+        ev.StepFailed("w", 1, "abandoned: the execution is compensating", "abandoned"),
+        ev.CompensationStarted("failed", "step 's' failed: HTTP 400", "s", None),
+        ev.StepScheduled("undo_a", 1, T0 + 60_000),
+        ev.StepAttemptFailed("undo_a", 1, "HTTP 500", True, False, 500, "half_open"),
+        ev.StepFailed("undo_a", 1, "HTTP 500", "continue"),
+        ev.CompensationFinished("failed", "step 'undo_a': HTTP 500"),
+        ev.WorkflowFailed("step 's' failed: HTTP 400; compensation failed: step 'undo_a': HTTP 500", "s"),
+    )
+
+
+def test_the_parent_link_comes_from_the_start_or_the_rejected_start():
+    child = project_with(recorded("p-compensation", ev.WorkflowStarted(
+        "undo", "1", {}, "decider", parent_execution_id="p", parent_relation="compensation")))
+    assert (child.execution.parent_execution_id, child.execution.parent_relation) == ("p", "compensation")
+    rejected = project_with(recorded("q-compensation", ev.WorkflowStartRejected(
+        "undo", None, {}, ("unknown workflow 'undo'",), None, "q", "compensation")))
+    assert (rejected.execution.status, rejected.execution.parent_execution_id,
+            rejected.execution.parent_relation) == ("failed", "q", "compensation")
+    plain = project_with(recorded("r", ev.WorkflowStarted("comp", "1", {})))
+    assert (plain.execution.parent_execution_id, plain.execution.compensation_status) == (None, None)
+
+
+def test_a_waiting_step_shows_what_it_waits_for_and_keeps_it_after_the_wait():
+    history = recorded(
+        "x",
+        ev.WorkflowStarted("comp", "1", {}),
+        ev.StepWaiting("w", "payment.received", None, {"order": "o-1"}, T0 + 3_600_000),
+        ev.StepWaiting("s", None, "approve", None, None),
+        ev.SignalReceived("approve", {"by": "bob"}, "bob"),
+        ev.WaitSatisfied("s", "signal", "approve", None, {"by": "bob"}),
+        ev.StepCompleted("s", 1, {"by": "bob"}),
+    )
+    view = project_with(history[:3])
+    w, s = view.steps["w"], view.steps["s"]
+    assert (w.status, w.attempts, w.waiting_for, ms(w.started_at)) == ("waiting", 1, "payment.received",
+                                                                       history[1].recorded_at)
+    assert (s.status, s.waiting_for, s.phase) == ("waiting", "signal:approve", "main")
+    view = project_with(history)
+    s = view.steps["s"]
+    assert (s.status, s.output, s.waiting_for, ms(s.finished_at)) == (
+        "completed", {"by": "bob"}, "signal:approve", history[-1].recorded_at)
+    state = fold("x", history)
+    assert state.step("s").status == "completed" and state.step("w").status == "waiting"
+
+
+def test_signals_and_satisfied_waits_are_history_only():
+    history = recorded("x", ev.WorkflowStarted("comp", "1", {}),
+                       ev.StepWaiting("s", None, "go", None, None))
+    view = project_with(history)
+    before = {n: repr(s) for n, s in view.steps.items()}
+    for r in recorded("x", ev.SignalReceived("other", None, "bob"),
+                      ev.WaitSatisfied("s", "signal", "go", None, None), at=T0 + 100):
+        r = RecordedEvent("x", r.sequence + 2, r.recorded_at, r.cause, r.event)
+        applied = apply_event(view, r, 0, r.sequence, comp_shapes)
+        assert applied.changed and applied.problem is None
+        assert applied.history.event_type == type(r.event).__name__
+    assert {n: repr(s) for n, s in view.steps.items()} == before
+    assert view.execution.last_sequence == 4 and view.execution.status == "running"
+
+
+def test_compensation_status_trigger_outcome_and_compensation_steps():
+    history = compensated_history()
+    types = [type(r.event).__name__ for r in history]
+    view = project_with(history[: types.index("CompensationStarted") + 1])
+    row = view.execution
+    assert (row.status, row.compensation_status, row.compensation_trigger, row.compensation_reason) == (
+        "compensating", "running", "failed", "step 's' failed: HTTP 400")
+    assert (row.error, row.compensation_error, row.compensation_execution_id) == (None, None, None)
+    assert view.steps["w"].status == "failed" and view.steps["w"].error.startswith("abandoned")
+
+    view = project_with(history)
+    row = view.execution
+    assert (row.status, row.failed_step, row.compensation_status, row.compensation_error) == (
+        "failed", "s", "failed", "step 'undo_a': HTTP 500")
+    assert row.compensation_trigger == "failed"
+    undo = view.steps["undo_a"]
+    assert (undo.phase, undo.step_type, undo.status, undo.breaker) == ("compensation", "service_call", "failed",
+                                                                       "half_open")
+    assert {n: s.phase for n, s in view.steps.items()} == {
+        "a": "main", "w": "main", "s": "main", "undo_a": "compensation"}
+
+
+def test_the_breaker_is_the_last_state_an_attempt_reported():
+    history = compensated_history()
+    types = [type(r.event).__name__ for r in history]
+    first = types.index("StepAttemptFailed")
+    assert project_with(history[: first + 1]).steps["s"].breaker == "open"
+    # the second attempt reported no breaker state: the last reported one stays
+    assert project_with(history[: types.index("StepFailed") + 1]).steps["s"].breaker == "open"
+    assert project_with(history).steps["a"].breaker is None
+
+
+def test_a_compensation_workflow_links_the_child_and_records_its_outcome():
+    history = recorded(
+        "p",
+        ev.WorkflowStarted("comp", "1", {}),
+        ev.StepScheduled("a", 1, T0 + 60_000),
+        ev.StepCompleted("a", 1, None),
+        ev.ChildExecutionRequested("ignored", "other", None, {}, "compensation"),  # not compensating: no link
+        ev.CompensationStarted("cancelled", "changed my mind", None, "undo-all", "bob"),
+        ev.ChildExecutionRequested("p-compensation", "undo-all", None, {"execution_id": "p"}, "compensation"),
+    )
+    view = project_with(history)
+    row = view.execution
+    assert (row.status, row.compensation_status, row.compensation_trigger, row.compensation_execution_id) == (
+        "compensating", "running", "cancelled", "p-compensation")
+    done = history + recorded("p", ev.CompensationFinished("completed"),
+                              ev.WorkflowCancelled("changed my mind", "bob"), at=T0 + 1000)
+    done = [RecordedEvent("p", i, r.recorded_at, r.cause, r.event) for i, r in enumerate(done, start=1)]
+    view = project_with(done)
+    row = view.execution
+    assert (row.status, row.error, row.compensation_status, row.compensation_error,
+            row.compensation_execution_id) == ("cancelled", "changed my mind", "completed", None, "p-compensation")
+
+
+V2_HISTORIES = {
+    "compensated": compensated_history,
+    "waits": lambda: recorded(
+        "x", ev.WorkflowStarted("comp", "1", {}), ev.StepWaiting("w", "payment.received", None, {}, None),
+        ev.StepWaiting("s", None, "go", None, T0 + 99), ev.TimerScheduled("execution-timeout", T0 + 999)),
+    "child": lambda: recorded(
+        "x-compensation", ev.WorkflowStarted("undo", "1", {}, None, "x", "compensation"),
+        ev.StepScheduled("u", 1, T0 + 60_000)),
+}
+
+
+@pytest.mark.parametrize("name", list(V2_HISTORIES))
+def test_v2_rows_agree_with_the_decider_fold_as_replay_checks_it(name):
+    from orchestrator.cli.audit import Fold, HistoryEntry, compare
+
+    history = V2_HISTORIES[name]()
+    view = project_with(history)
+    replay = Fold(history[0].execution_id)
+    for offset, r in enumerate(history):
+        replay.add(HistoryEntry(0, offset, r))
+    assert replay.problems == []
+    assert compare(replay.state, rows_of(view), replay.phases) == []
+    state = replay.state
+    row = view.execution
+    assert (row.status, row.parent_execution_id, row.parent_relation) == (
+        state.status, state.parent_execution_id, state.parent_relation)
+    for step_name, step in state.steps.items():
+        assert (view.steps[step_name].status, view.steps[step_name].attempts) == (step.status, step.attempt)
+        assert ms(view.steps[step_name].started_at) == step.started_at
+
+
+def test_replay_notices_each_new_column_that_differs():
+    from orchestrator.cli.audit import Fold, HistoryEntry, compare
+
+    history = compensated_history()
+    view = project_with(history)
+    replay = Fold("x")
+    for offset, r in enumerate(history):
+        replay.add(HistoryEntry(0, offset, r))
+    execution, steps = rows_of(view)
+    tampered = {**execution, "compensation_status": "completed", "compensation_error": None,
+                "parent_execution_id": "someone"}
+    steps = [{**s, "phase": "main"} if s["step_name"] == "undo_a" else s for s in steps]
+    found = {d["what"]: (d["kafka"], d["projection"]) for d in compare(replay.state, (tampered, steps), replay.phases)}
+    assert found == {
+        "execution.compensation_status": ("failed", "completed"),
+        "execution.compensation_error": ("step 'undo_a': HTTP 500", None),
+        "execution.parent_execution_id": (None, "someone"),
+        "step undo_a.phase": ("compensation", "main"),
+    }
+    waiting = project_with(V2_HISTORIES["waits"]())
+    execution, steps = rows_of(waiting)
+    steps = [{**s, "waiting_for": "something.else"} if s["step_name"] == "w" else s for s in steps]
+    replay = Fold("x")
+    for offset, r in enumerate(V2_HISTORIES["waits"]()):
+        replay.add(HistoryEntry(0, offset, r))
+    assert [d["what"] for d in compare(replay.state, (execution, steps), replay.phases)] == ["step w.waiting_for"]
+
+
+def test_replay_records_the_state_and_the_changed_steps_after_each_event():
+    from orchestrator.cli.audit import Fold, HistoryEntry
+
+    history = compensated_history()
+    replay = Fold("x")
+    for offset, r in enumerate(history):
+        replay.add(HistoryEntry(0, offset, r))
+    assert len(replay.states) == len(history)
+    by_type = {s["event_type"]: s for s in replay.states}
+    assert by_type["StepWaiting"]["changed"] == ["w"]
+    assert by_type["StepWaiting"]["steps"]["w"] == {"status": "waiting", "attempts": 1,
+                                                    "waiting_for": "payment.received"}
+    assert by_type["CompensationStarted"]["status"] == "compensating"
+    assert by_type["CompensationStarted"]["changed"] == []
+    assert by_type["CompensationFinished"]["compensation"] == "failed"
+    assert replay.states[-1]["status"] == "failed"
+    assert replay.phases == {"a": "main", "w": "main", "s": "main", "undo_a": "compensation"}
+
+
+def test_the_execution_document_shows_links_compensation_and_waits():
+    from orchestrator.cli.render import execution_panel, from_rows, from_state
+
+    history = compensated_history()
+    view = project_with(history[: 4])  # `w` waiting
+    doc = from_rows(*rows_of(view))
+    assert doc["parent_execution_id"] is None and doc["compensation"] is None
+    assert next(s for s in doc["steps"] if s["name"] == "w")["waiting_for"] == "payment.received"
+    view = project_with(history)
+    doc = from_rows(*rows_of(view))
+    assert doc["compensation"] == {"status": "failed", "trigger": "failed", "reason": "step 's' failed: HTTP 400",
+                                   "error": "step 'undo_a': HTTP 500", "execution_id": None}
+    assert from_state(fold("x", history))["compensation"] == doc["compensation"]
+    assert {s["name"]: s["phase"] for s in doc["steps"]}["undo_a"] == "compensation"
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    doc["children"] = [{"execution_id": "x-compensation", "relation": "compensation", "status": "failed"}]
+    console.print(execution_panel(doc))
+    text = console.export_text()
+    assert "compensation" in text and "step 'undo_a': HTTP 500" in text and "x-compensation" in text
