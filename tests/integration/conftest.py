@@ -143,7 +143,7 @@ def cli_pg_env(cli_env: Settings, database_url: str, pg_schema: str,
 
 @pytest.fixture(scope="module")
 def engine(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A decider, an executor and a projector (threads of this process) with one Settings of
+    """A decider, an executor, a projector and a correlator (threads of this process) with one Settings of
     their own: a unique topic prefix (2 partitions), a fresh PostgreSQL schema, a service
     registry pointing at the demo services (started here) and a fresh secret key. The roles'
     log lines are captured (JSON, debug level) in `engine.logs`. One per test module: give each
@@ -157,6 +157,7 @@ def engine(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.Tem
 
     from orchestrator.demo.services import start_demo_services
     from orchestrator.logging import configure_logging
+    from orchestrator.runtime.correlator import run_correlator
     from orchestrator.runtime.decider import Decider
     from orchestrator.runtime.executor import run_executor
     from orchestrator.runtime.kafka import admin_client, ensure_topics, topic_configs
@@ -174,7 +175,11 @@ def engine(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.Tem
                         log_format="json")
     logs = io.StringIO()
     eng = Engine(settings, schema, demo, logs)
-    registry.write_text(eng.service_registry())
+    # plus `flaky-service`: the demo's user-service behind a small circuit breaker
+    # (tests/integration/test_circuit_breaker.py)
+    registry.write_text(eng.service_registry() + (
+        f"  flaky-service:\n    base_url: {demo.url}/user-service\n    timeout: 10s\n    connect_timeout: 2s\n"
+        "    breaker: {failure_threshold: 3, window: 30s, open_for: 2s, half_open_probes: 1}\n"))
 
     # Logging: the product's set-up (redaction included) into a buffer; pytest's own
     # handlers stay, and everything is put back afterwards.
@@ -193,7 +198,11 @@ def engine(kafka_bootstrap: str, database_url: str, tmp_path_factory: pytest.Tem
         eng.launch("decider", lambda: Decider(settings).run(eng.stop))
         eng.launch("executor", lambda: run_executor(settings, eng.stop))
         eng.launch("projector", lambda: run_projector(settings, eng.stop, schema=schema))
+        eng.launch("correlator", lambda: run_correlator(settings, eng.stop))
         yield eng
+        # The audit: every execution this engine ran replays to what the projection shows.
+        if not eng.errors:
+            eng.assert_all_replay_consistent()
     finally:
         eng.shutdown()
         demo.stop()
