@@ -29,15 +29,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from ..codec import Codec, DecodeError, EncodeError
 from ..config import Settings
+from ..core.durations import format_duration_ms
 from ..core.messages import ExecuteStep, TaskFailed, TaskResult
 from .http_transport import AiohttpClient, HttpClient, HttpxClient
 from .executor_offsets import OffsetTracker
 from .executor_steps import perform, wall_clock_ms
 from .kafka import DeadLetters, consumer_config, producer_config
 from .secrets import Sealer, secrets_from_env
-from .services import ServiceRegistry, load_registry
+from .services import BreakerTransition, ServiceRegistry, load_registry
 
-__all__ = ["Executor", "run_executor"]
+__all__ = ["Executor", "run_executor", "log_breaker_change"]
 
 log = structlog.get_logger("orchestrator.executor")
 
@@ -56,6 +57,7 @@ class Executor:
                  max_in_flight: int | None = None, shutdown_grace_s: float = 2.0) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else load_registry(settings)
+        self.registry.observe_breakers(log_breaker_change)
         self.sealer = sealer or Sealer.from_settings(settings)
         self.secrets_env = dict(secrets_from_env() if secrets_env is None else secrets_env)
         self.codec = codec or Codec.default()
@@ -167,7 +169,8 @@ class Executor:
             result = TaskFailed(
                 execution_id=result.execution_id, step=result.step, attempt=result.attempt,
                 error=f"step result not publishable: {problem}", transient=False, status_code=None,
-                started_at=result.started_at, finished_at=result.finished_at)
+                started_at=result.started_at, finished_at=result.finished_at,
+                breaker=getattr(result, "breaker", None))
             value = self.codec.encode(result)
         while True:
             try:
@@ -289,9 +292,22 @@ def _log_result(task: ExecuteStep, result: TaskResult, seconds: float) -> None:
                   duration_ms=round(seconds * 1000, 1))
     if isinstance(result, TaskFailed):
         log.warning("step_attempt_failed", outcome="failed", transient=result.transient,
-                    status_code=result.status_code, error=result.error, **fields)
+                    status_code=result.status_code, error=result.error, breaker=result.breaker, **fields)
     else:
         log.info("step_attempt_succeeded", outcome="succeeded", **fields)
+
+
+def log_breaker_change(change: BreakerTransition) -> None:
+    """One log line per circuit breaker state change (the registry's breakers call this)."""
+    if change.new == "open" and change.old == "closed":
+        log.warning("breaker_opened", service=change.service, failures=change.failures,
+                    window=format_duration_ms(change.window_ms), open_for=format_duration_ms(change.open_for_ms))
+    elif change.new == "open":
+        log.warning("breaker_reopened", service=change.service, open_for=format_duration_ms(change.open_for_ms))
+    elif change.new == "half_open":
+        log.info("breaker_half_open", service=change.service)
+    else:
+        log.info("breaker_closed", service=change.service)
 
 
 def run_executor(settings: Settings, stop_event: threading.Event | None = None, **options: Any) -> None:

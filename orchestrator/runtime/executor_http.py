@@ -2,7 +2,8 @@
 
 Classification (the decider retries only transient failures):
 
-    transient  connection errors, timeouts, an open circuit breaker,
+    transient  connection errors, timeouts, an open circuit breaker
+               ("circuit open for user-service: ...", nothing sent),
                HTTP 408, 429 and 5xx
     permanent  any other 4xx (and 3xx: redirects are not followed),
                an invalid URL or header
@@ -108,9 +109,15 @@ async def send(
     seconds = timeout_ms / 1000
 
     breaker = registry.breaker(service.name)
-    if breaker is not None and not breaker.allow():
-        raise CallFailed(f"{request.label}: circuit breaker open for service {service.name!r}", transient=True)
+    permit = None
+    if breaker is not None:
+        permit = breaker.allow()
+        if permit is None:  # fail fast: nothing is sent
+            raise CallFailed(breaker.refusal(), transient=True)
     limiter = registry.limiter(service.name)
+    # For the breaker: True = the service answered sanely (2xx, or a 4xx that is the
+    # caller's fault), False = it is unwell (transient), None = no verdict (cancelled,
+    # or a local error before anything reached it).
     verdict: bool | None = None
     try:
         try:
@@ -133,15 +140,15 @@ async def send(
             status_code=status,
         )
     except CallFailed as exc:
-        if verdict is None:
-            verdict = not exc.transient
+        if verdict is None and exc.transient:  # timeouts, connection errors
+            verdict = False
         raise
     finally:
         if breaker is not None:
             if verdict is None:
-                breaker.release_probe()
+                breaker.release_probe(permit)
             else:
-                breaker.record(verdict)
+                breaker.record(verdict, permit)
 
 
 async def _request(http: HttpClient, request: Request, seconds: float, connect_seconds: float) -> HttpReply:

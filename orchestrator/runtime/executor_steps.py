@@ -70,6 +70,7 @@ class _Attempt:
         self._sealer = sealer
         self._input: Any = None
         self._unsealed = False
+        self.service: str | None = None  # whose breaker state a failure reports
 
     def _unseal(self, token: str) -> Any:
         value = self._sealer.unseal(token)
@@ -168,6 +169,7 @@ async def _service_call(attempt: _Attempt, http: HttpClient, registry: ServiceRe
                         now_ms: Callable[[], int]) -> Any:
     task = attempt.task
     config: ServiceCallConfig = _config(ServiceCallConfig, task.step)
+    attempt.service = config.service
     service = _service(registry, config.service)
     scope = attempt.request_scope()
     rendered = await _render_off_loop(
@@ -195,6 +197,7 @@ async def _validation(attempt: _Attempt, http: HttpClient, registry: ServiceRegi
     task = attempt.task
     config: ValidationConfig = _config(ValidationConfig, task.step)
     failures: list[str] = []
+    failed_service: str | None = None  # the service of the first remote rule that failed
     checked: list[str] = []
     for rule in config.validation_rules:
         value = lookup(attempt.input, rule.field)
@@ -206,10 +209,14 @@ async def _validation(attempt: _Attempt, http: HttpClient, registry: ServiceRegi
             except ValueError as exc:
                 raise CallFailed(f"{rule.field}: {exc}", transient=False) from None
         else:
+            attempt.service = rule.service  # a failed request reports this service's breaker
             reason = await _remote_rule(attempt, http, registry, now_ms, rule, value)
+            if reason is not None and failed_service is None:
+                failed_service = rule.service
         if reason is not None:
             failures.append(f"{rule.field}: {rule.rule} failed: {rule.message or reason}")
     if failures:
+        attempt.service = failed_service or attempt.service
         raise CallFailed("; ".join(failures), transient=False)
     return {"valid": True, "checked": checked}
 
@@ -262,10 +269,19 @@ async def perform(
     except CallFailed as exc:
         return TaskFailed(execution_id=task.execution_id, step=task.step_name, attempt=task.attempt,
                           error=attempt.scrub(exc.error), transient=exc.transient, status_code=exc.status_code,
-                          started_at=started, finished_at=now_ms())
+                          started_at=started, finished_at=now_ms(), breaker=_breaker_state(registry, attempt))
     except Exception as exc:  # a bug here must not kill the executor; retried as transient
         log.exception("perform_crashed", execution_id=task.execution_id, step=task.step_name,
                       attempt=task.attempt, error_type=type(exc).__name__)
         return TaskFailed(execution_id=task.execution_id, step=task.step_name, attempt=task.attempt,
                           error=f"executor error: {type(exc).__name__}", transient=True, status_code=None,
-                          started_at=started, finished_at=now_ms())
+                          started_at=started, finished_at=now_ms(), breaker=_breaker_state(registry, attempt))
+
+
+def _breaker_state(registry: ServiceRegistry, attempt: _Attempt) -> str | None:
+    """The state of the breaker of the service the attempt failed on, right after it;
+    None when the step called no service, or the service has no breaker."""
+    try:
+        return registry.breaker_state(attempt.service)
+    except Exception:  # never let reporting turn a result into a crash
+        return None

@@ -29,13 +29,14 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from orchestrator.core.durations import parse_duration_ms
+from orchestrator.core.durations import format_duration_ms, parse_duration_ms
 
 __all__ = [
     "BreakerConfig",
@@ -44,6 +45,8 @@ __all__ = [
     "ServiceRegistryError",
     "UnknownServiceError",
     "CircuitBreaker",
+    "BreakerTransition",
+    "Permit",
     "load_registry",
 ]
 
@@ -118,57 +121,137 @@ class ServiceConfig(_Model):
         return self.base_url + "/" + endpoint.lstrip("/")
 
 
+@dataclass(frozen=True)
+class Permit:
+    """A call the breaker let through. Hand it back to `record`/`release_probe`:
+    a verdict of a call admitted under an earlier state (e.g. a request that was
+    in flight when the breaker opened) is ignored."""
+
+    generation: int
+    probe: bool = False
+
+
+@dataclass(frozen=True)
+class BreakerTransition:
+    """One state change, as passed to a breaker's `on_change` callback."""
+
+    service: str
+    old: str  # closed | open | half_open
+    new: str
+    failures: int  # transient failures within the window that opened it (closed -> open), else 0
+    window_ms: int
+    open_for_ms: int
+
+
 class CircuitBreaker:
     """Closed -> open after `failure_threshold` transient failures within `window`;
-    open rejects calls for `open_for`; then half-open lets `half_open_probes`
-    calls through: a success closes it, a failure opens it again."""
+    open refuses calls for `open_for`; then half-open lets `half_open_probes`
+    calls through: the first verdict decides (a success closes it, a failure
+    opens it again for another `open_for`).
 
-    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    No I/O: state changes are reported to `on_change(BreakerTransition)`, called
+    once per change after the state is updated. The open -> half-open change is
+    due to time alone, so it is noticed (and reported) at the next `state`,
+    `allow` or `record`."""
+
+    def __init__(self, config: BreakerConfig, clock: Callable[[], float] = time.monotonic, *,
+                 name: str = "", on_change: Callable[[BreakerTransition], None] | None = None) -> None:
         self.config = config
+        self.name = name
+        self.on_change = on_change
         self._clock = clock
+        self._state = "closed"
+        self._generation = 0  # bumped on every state change
         self._failures: deque[float] = deque()
-        self._opened_at: float | None = None
-        self._probes = 0
+        self._opened_at = 0.0
+        self._opened_by = 0  # failures that opened it; 0 after a failed probe
+        self._probes = 0  # half-open probes in flight
+
+    # -- reading ---------------------------------------------------------------
 
     @property
     def state(self) -> str:
-        if self._opened_at is None:
-            return "closed"
-        if self._clock() - self._opened_at < self.config.open_for_ms / 1000:
-            return "open"
-        return "half_open"
+        self._refresh(self._clock())
+        return self._state
 
-    def allow(self) -> bool:
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a probe through (0 unless open)."""
+        if self.state != "open":
+            return 0.0
+        return max(0.0, self._opened_at + self.config.open_for_ms / 1000 - self._clock())
+
+    def refusal(self) -> str:
+        """Why `allow()` refused, for error texts."""
+        name = self.name or "service"
         state = self.state
+        if state == "half_open":
+            return f"circuit open for {name}: half-open, {self._probes} probe(s) in flight"
         if state == "closed":
-            return True
-        if state == "open" or self._probes >= self.config.half_open_probes:
-            return False
+            return f"circuit closed for {name}"
+        why = (f"{self._opened_by} failures within {format_duration_ms(self.config.window_ms)}"
+               if self._opened_by else "the half-open probe failed")
+        return f"circuit open for {name}: {why}; next probe in {self.retry_in():.1f}s"
+
+    # -- calls -----------------------------------------------------------------
+
+    def allow(self) -> Permit | None:
+        """A permit for one call, or None: refuse it (open, or all probes in flight)."""
+        self._refresh(self._clock())
+        if self._state == "closed":
+            return Permit(self._generation)
+        if self._state == "open" or self._probes >= self.config.half_open_probes:
+            return None
         self._probes += 1
-        return True
+        return Permit(self._generation, probe=True)
 
-    def record(self, ok: bool) -> None:
-        """`ok=False` only for failures that say the service is unwell (transient)."""
+    def record(self, ok: bool, permit: Permit | None = None) -> None:
+        """The verdict of a call: `ok=False` only for failures that say the service
+        is unwell (transient). Without a permit the verdict counts for the current state."""
         now = self._clock()
-        if ok:
-            if self._opened_at is not None:
-                self._opened_at, self._probes = None, 0
+        self._refresh(now)
+        if permit is not None and permit.generation != self._generation:
+            return  # admitted under an earlier state: says nothing about this one
+        if self._state == "closed":
+            if not ok:
+                self._failures.append(now)
+                horizon = now - self.config.window_ms / 1000
+                while self._failures and self._failures[0] < horizon:
+                    self._failures.popleft()
+                if len(self._failures) >= self.config.failure_threshold:
+                    self._open(now, len(self._failures))
+        elif self._state == "half_open":
+            if ok:
                 self._failures.clear()
-            return
-        if self._opened_at is not None:  # a failed probe: open again
-            self._opened_at, self._probes = now, 0
-            return
-        self._failures.append(now)
-        horizon = now - self.config.window_ms / 1000
-        while self._failures and self._failures[0] < horizon:
-            self._failures.popleft()
-        if len(self._failures) >= self.config.failure_threshold:
-            self._opened_at, self._probes = now, 0
-            self._failures.clear()
+                self._change("closed", 0)
+            else:
+                self._open(now, 0)
+        # open: no call of this generation was let through; nothing to learn
 
-    def release_probe(self) -> None:
-        """A half-open probe ended without a verdict (e.g. cancelled)."""
+    def release_probe(self, permit: Permit | None = None) -> None:
+        """A call ended without a verdict (cancelled, or failed before reaching the
+        service): its half-open probe slot is free again."""
+        if permit is not None and (not permit.probe or permit.generation != self._generation):
+            return
         self._probes = max(0, self._probes - 1)
+
+    # -- transitions -------------------------------------------------------------
+
+    def _refresh(self, now: float) -> None:
+        if self._state == "open" and now - self._opened_at >= self.config.open_for_ms / 1000:
+            self._change("half_open", 0)
+
+    def _open(self, now: float, failures: int) -> None:
+        self._opened_at, self._opened_by = now, failures
+        self._failures.clear()
+        self._change("open", failures)
+
+    def _change(self, new: str, failures: int) -> None:
+        old, self._state = self._state, new
+        self._generation += 1
+        self._probes = 0
+        if self.on_change is not None:
+            self.on_change(BreakerTransition(self.name, old, new, failures, self.config.window_ms,
+                                             self.config.open_for_ms))
 
 
 class ServiceRegistry:
@@ -177,6 +260,8 @@ class ServiceRegistry:
         self.source = source
         self._limiters: dict[str, asyncio.Semaphore] = {}
         self._breakers: dict[str, CircuitBreaker] = {}
+        self._on_breaker_change: Callable[[BreakerTransition], None] | None = None
+        self.clock: Callable[[], float] = time.monotonic  # the breakers' clock (tests replace it)
 
     @classmethod
     def from_mapping(cls, data: Any, *, source: str = "<registry>") -> ServiceRegistry:
@@ -239,8 +324,22 @@ class ServiceRegistry:
         if service.breaker is None:
             return None
         if name not in self._breakers:
-            self._breakers[name] = CircuitBreaker(service.breaker)
+            self._breakers[name] = CircuitBreaker(service.breaker, self.clock, name=name,
+                                                  on_change=self._on_breaker_change)
         return self._breakers[name]
+
+    def breaker_state(self, name: str | None) -> str | None:
+        """The state of `name`'s breaker (closed | open | half_open); None without one."""
+        if name is None or name not in self._services:
+            return None
+        breaker = self.breaker(name)
+        return None if breaker is None else breaker.state
+
+    def observe_breakers(self, on_change: Callable[[BreakerTransition], None] | None) -> None:
+        """Report every breaker's state changes (this executor's) to `on_change`."""
+        self._on_breaker_change = on_change
+        for breaker in self._breakers.values():
+            breaker.on_change = on_change
 
 
 def load_registry(settings: Any) -> ServiceRegistry:

@@ -268,7 +268,8 @@ def test_circuit_breaker_fails_fast_once_open() -> None:
     outcomes = [run(make_task(call(service="fragile")), handler, reg) for _ in range(3)]
     assert all(isinstance(r, TaskFailed) and r.transient for r in outcomes)
     assert len(handler.requests) == 2  # the third never left
-    assert "circuit breaker open" in outcomes[2].error
+    assert outcomes[2].error.startswith("circuit open for fragile: 2 failures within 30s; next probe in ")
+    assert [r.breaker for r in outcomes] == ["closed", "open", "open"]  # more in test_circuit_breaker.py
 
 
 # -- secrets ------------------------------------------------------------------------
