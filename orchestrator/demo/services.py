@@ -9,9 +9,9 @@ One process, one port, one prefix per service (register them as
     POST   /user-service/api/users                 -> 201 {id, username, email, status}
     GET    /user-service/api/users/{id}
     PUT    /user-service/api/users/{id}/activate   -> {id, status: "active", activation_date}
-    DELETE /user-service/api/users/{id}            -> {id, deleted}
+    DELETE /user-service/api/users/{id}            -> 204 (also when already gone)
     POST   /profile-service/api/profiles           -> 201 {id, user_id}
-    DELETE /profile-service/api/profiles/user/{id} -> {user_id, deleted}
+    DELETE /profile-service/api/profiles/user/{id} -> 204 (the user's profiles; also when none)
     POST   /notification-service/api/emails/send         -> {sent: true, id}
     POST   /notification-service/api/notifications/send  -> {sent: true, id}
     POST   /noop                                   -> {"ok": true} (benchmark; not recorded)
@@ -20,7 +20,12 @@ One process, one port, one prefix per service (register them as
 Stores are in memory. A POST repeated with the same `Idempotency-Key` (same
 method and path) gets the first answer again without a second effect. The
 e-mail `taken@example.com` and the username `admin` are always taken, to
-demo a failed validation. Test seams (`/_admin/...`) are in `admin.py`.
+demo a failed validation. DELETEs are idempotent: they answer 204 No Content
+whether or not there was something to delete, so a compensation step that is
+retried (or a cleanup that runs twice) is safe. The notification answers
+carry no `status` or `user_id`, so that the seed's workflow output (each
+property from the latest step output that has it) keeps the activation's
+`status` and `activation_date`. Test seams (`/_admin/...`) are in `admin.py`.
 
     python -m orchestrator.demo.services --port 8700
 """
@@ -122,8 +127,8 @@ def create_app() -> Starlette:
         return JSONResponse({"id": user["id"], "status": "active", "activation_date": user["activation_date"]})
 
     async def delete_user(request: Request) -> Response:
-        user_id = request.path_params["id"]
-        return JSONResponse({"id": user_id, "deleted": users.pop(user_id, None) is not None})
+        users.pop(request.path_params["id"], None)
+        return Response(status_code=204)
 
     async def create_profile(request: Request) -> Response:
         data = await _json(request)
@@ -138,7 +143,7 @@ def create_app() -> Starlette:
         doomed = [pid for pid, p in profiles.items() if p["user_id"] == user_id]
         for pid in doomed:
             del profiles[pid]
-        return JSONResponse({"user_id": user_id, "deleted": len(doomed)})
+        return Response(status_code=204)
 
     def sender(kind: str) -> Any:
         async def send(request: Request) -> Response:
