@@ -99,7 +99,7 @@ def handle(
                 _timer(d, require(definition, state), command.timer_id)
                 _progress(d, require(definition, state))
         case DeliverEvent():
-            if state.status == "running" and accepts_event(state.steps.get(command.step), command,
+            if accepts_event(state.steps.get(command.step), command,
                                                            state.received_events):
                 _satisfy(d, require(definition, state), command.step, "event", command.event_type,
                          command.event_id, command.data, command.occurred_at, command.source)
@@ -224,7 +224,7 @@ def _signal(d: Decision, definition: WorkflowDefinition | None, cmd: SignalWorkf
         return
     d.emit(SignalReceived(cmd.name, cmd.data, cmd.requested_by))
     definition = require(definition, state)
-    step = waiting_for_signal(definition, d.state.steps, cmd.name) if state.status == "running" else None
+    step = waiting_for_signal(definition, d.state.steps, cmd.name)
     if step is not None:
         _satisfy(d, definition, step.name, "signal", cmd.name, None, cmd.data)
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 
+from .scope import scope_for
 from .definition import WorkflowDefinition
 from .sensitive import is_sensitive_name, sensitive_paths, unseal_values
 from .state import ExecutionState
@@ -57,7 +58,7 @@ def input_violations(
 def workflow_output(state: ExecutionState, definition: WorkflowDefinition) -> Any:
     """The execution's output, as DESIGN.md defines it; raises OutputError."""
     spec = definition.spec.output
-    scope = state.template_scope(tuple(definition.steps_by_name))
+    scope = scope_for(state, definition, main_only=True)
     completed = sorted(
         (s for s in state.steps.values() if s.status == "completed"),
         key=lambda s: s.finished_seq or 0,

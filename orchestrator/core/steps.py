@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .scope import scope_for
 from .decision import Decision
 from .definition import Step, WorkflowDefinition
 from .events import StepScheduled, StepSkipped
@@ -15,7 +16,7 @@ def begin_step(d: Decision, definition: WorkflowDefinition, step: Step) -> str |
     """Skip, schedule or open the step; an error message when it cannot start
     (its condition or wait filter failed to evaluate): the caller fails it."""
     if step.condition is not None:
-        scope = d.state.template_scope(tuple(definition.all_steps_by_name))
+        scope = scope_for(d.state, definition)
         try:
             run = evaluate_condition(step.condition, scope, where=f"step '{step.name}': condition")
         except TemplateError as exc:

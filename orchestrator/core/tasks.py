@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from .scope import scope_for
 from .definition import WorkflowDefinition
 from .events import RecordedEvent, StepScheduled
 from .messages import ExecuteStep
@@ -28,7 +29,7 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         attempt=scheduled.attempt,
         idempotency_key=idempotency_key(state.execution_id, step.name),
         step=definition.steps_json[step.name],
-        context=context if context is not None else state.template_scope(tuple(definition.all_steps_by_name)),
+        context=context if context is not None else scope_for(state, definition),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),
     )
@@ -41,7 +42,7 @@ def tasks_for(state: ExecutionState, definition: WorkflowDefinition | None,
     if definition is None or not scheduled:
         return []
     # One scope serves every task of this decision (parallel steps share it).
-    context = state.template_scope(tuple(definition.all_steps_by_name))
+    context = scope_for(state, definition)
     return [
         task_for(state, definition, r.event, r.recorded_at, context)
         for r in scheduled

@@ -147,6 +147,10 @@ class _Checker:
         elif isinstance(config, WaitForEventConfig):
             if not config.event_type and not config.signal:
                 self.add(name, "config", "wait_for_event needs an event_type or a signal")
+            elif config.event_type and config.signal:
+                self.add(name, "config", "wait_for_event waits for an event_type or a signal, not both")
+            elif config.signal and config.filter:
+                self.add(name, "config.filter", "a signal wait has no filter: signals go to one execution")
             if step.on_timeout is not None and config.timeout_ms is None and step.timeout_ms is None:
                 self.add(name, "on_timeout", "on_timeout is set but the wait has no timeout")
         for field, action in (("on_failure", step.on_failure), ("on_timeout", step.on_timeout)):

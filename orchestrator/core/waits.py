@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .scope import scope_for
 from .decision import Decision
 from .definition import Step, WaitForEventConfig, WorkflowDefinition
 from .events import StepCompleted, StepWaiting, WaitSatisfied
@@ -25,7 +26,7 @@ def open_wait(d: Decision, definition: WorkflowDefinition, step: Step) -> str | 
     when the filter cannot be resolved."""
     config = step.config
     assert isinstance(config, WaitForEventConfig)
-    scope = d.state.template_scope(tuple(definition.all_steps_by_name))
+    scope = scope_for(d.state, definition)
     try:
         resolved = render_value(config.filter, scope, where=f"step '{step.name}': config.filter")
     except TemplateError as exc:
@@ -49,7 +50,7 @@ def satisfy(d: Decision, definition: WorkflowDefinition, step: Step, kind: str, 
     d.emit(WaitSatisfied(step.name, kind, name, event_id, data, occurred_at, source))
     output = data
     if step.output is not None:
-        scope = {**d.state.template_scope(tuple(definition.all_steps_by_name)), "event": data, "response": data}
+        scope = {**scope_for(d.state, definition), "event": data, "response": data}
         try:
             output = render_value(step.output, scope, where=f"step '{step.name}': output")
         except TemplateError as exc:
@@ -69,8 +70,10 @@ def accepts_event(step: StepState | None, delivery: DeliverEvent, received: froz
 
 
 def waiting_for_signal(definition: WorkflowDefinition, steps: dict[str, StepState] | Any, name: str) -> Step | None:
-    """The first step, in definition order, waiting for signal `name`."""
-    for step in definition.spec.steps:
+    """The first step, in definition order, waiting for signal `name` (main steps
+    wait only while running, compensation steps only while compensating: the
+    other kind is never waiting then)."""
+    for step in definition.all_steps_by_name.values():
         state = steps.get(step.name)
         if state is not None and state.status == "waiting" and state.wait is not None and state.wait.signal == name:
             return step

@@ -241,3 +241,15 @@ def test_cancel_before_anything_completed_ends_cancelled_without_compensation():
     events = s.when(CancelWorkflow("exec-1"))
     assert [type(e).__name__ for e in events] == ["StepFailed", "WorkflowCancelled"]
     assert s.when(ok("validate_input")) == []
+
+
+def test_an_optional_input_field_left_out_reads_as_null_in_templates():
+    from orchestrator.core.tasks import tasks_for
+
+    s = Scenario(REGISTRATION)
+    s.when(StartWorkflow("exec-1", REGISTRATION.name, REGISTRATION.version, INPUT))  # no profile_data
+    s.when(ok("validate_input"))
+    events = s.when(ok("create_user_account", {"user_id": "u-1"}))
+    tasks = tasks_for(s.state, REGISTRATION, s.history[-len(events):])
+    assert tasks[0].context["input"]["profile_data"] is None
+    assert "profile_data" not in s.state.input  # what was recorded is what the caller sent
