@@ -69,11 +69,14 @@ def connect(settings: Settings, *, autocommit: bool = True, dict_rows: bool = Tr
 
 
 def query(conn: psycopg.Connection, sql: str, params: Any = None) -> list[dict[str, Any]]:
-    """Rows as dicts; missing tables become a hint to migrate."""
+    """Rows as dicts; missing tables or columns become a hint to migrate."""
     try:
         return list(conn.execute(sql, params))  # type: ignore[arg-type]
     except errors.UndefinedTable as exc:
         raise CliError(f"the projection tables do not exist ({_first_line(exc)}): "
+                       "run `orchestrator projections migrate` or `orchestrator run projector`") from None
+    except errors.UndefinedColumn as exc:  # an older projection: a later migration adds it
+        raise CliError(f"the projection tables are older than this orchestrator ({_first_line(exc)}): "
                        "run `orchestrator projections migrate` or `orchestrator run projector`") from None
     except psycopg.OperationalError as exc:
         raise CliError(f"PostgreSQL: {_first_line(exc)}") from None

@@ -211,6 +211,10 @@ def test_validation_rules() -> None:
 def test_wait_for_event_and_actions() -> None:
     p = only("steps:\n  - name: w\n    type: wait_for_event\n    config: {timeout: 1h}\n")
     assert (p.step, p.field) == ("w", "config") and "event_type or a signal" in p.message
+    p = only("steps:\n  - name: w\n    type: wait_for_event\n    config: {event_type: e, signal: s}\n")
+    assert (p.step, p.field) == ("w", "config") and "not both" in p.message
+    p = only("steps:\n  - name: w\n    type: wait_for_event\n    config: {signal: s, filter: {a: 1}}\n")
+    assert p.field == "config.filter" and "signal wait has no filter" in p.message
     p = only("steps:\n" + call("a", "on_failure: {action: compensate}"))
     assert p.field == "on_failure.action" and "no compensation" in p.message
     assert problems("steps:\n" + call("a", "on_failure: {action: compensate, compensation_workflow: undo}")) == []
