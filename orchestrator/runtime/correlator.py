@@ -24,7 +24,8 @@ from ..codec import Codec, DecodeError
 from ..config import Settings
 from ..core.correlation import Correlation, wait_key
 from ..core.messages import DeliverEvent, ExternalEvent, WaitOpened
-from .kafka import DeadLetters, consumer_config, partition_for, producer_config, reader_config
+from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
+                    reader_config)
 
 __all__ = ["Correlator", "run_correlator"]
 
@@ -225,16 +226,7 @@ class Correlator:
     def _recover(self, exc: KafkaException, first_offsets: dict[int, int]) -> None:
         """An aborted transaction: start over from what Kafka has (the waits from their
         beginning, the buffers up to the committed offsets, the events of the batch again)."""
-        error = exc.args[0]
-        if getattr(error, "fatal", lambda: False)():
-            log.critical("transaction_fatal", error=str(error))
-            raise exc
-        log.warning("transaction_aborted", error=str(error))
-        try:
-            self.producer.abort_transaction()
-        except KafkaException as abort_failed:  # e.g. fenced after a transaction timeout
-            log.critical("transaction_fatal", error=str(abort_failed.args[0]))
-            raise
+        abort_transaction(self.producer, exc, log)
         self.correlation = Correlation(self.settings.event_buffer_ms)
         self._pending = []
         self._read_waits_to_end()

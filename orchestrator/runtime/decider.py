@@ -26,7 +26,8 @@ from ..core.sensitive import seal_values
 from ..core.outbox import outbox
 from .catalog import Catalog
 from .executions import Executions
-from .kafka import DeadLetters, consumer_config, partition_for, producer_config, read_partition_to_end
+from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
+                    read_partition_to_end)
 from .secrets import Sealer
 
 __all__ = ["Decider", "run_decider"]
@@ -178,16 +179,7 @@ class Decider:
         self.inputs += len(msgs) + len(due)
 
     def _recover(self, exc: KafkaException, first_offsets: dict[tuple[str, int], int]) -> None:
-        error = exc.args[0]
-        if getattr(error, "fatal", lambda: False)():
-            log.critical("transaction_fatal", error=str(error))
-            raise exc
-        log.warning("transaction_aborted", error=str(error))
-        try:
-            self.producer.abort_transaction()
-        except KafkaException as abort_failed:  # e.g. fenced after a transaction timeout
-            log.critical("transaction_fatal", error=str(abort_failed.args[0]))
-            raise
+        abort_transaction(self.producer, exc, log)
         self.executions.rollback()
         for (topic, partition), offset in first_offsets.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))

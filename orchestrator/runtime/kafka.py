@@ -22,6 +22,7 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
+    Producer,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
@@ -34,6 +35,7 @@ __all__ = [
     "DeadLetters",
     "KafkaUnavailable",
     "TopicMismatchError",
+    "abort_transaction",
     "admin_client",
     "check_kafka",
     "consumer_config",
@@ -120,6 +122,21 @@ def reader_config(settings: Settings, role: str = "reader", **overrides: Any) ->
     """For a consumer that only `assign`s (replays): never joins its group, never commits."""
     group = f"orchestrator-{role}-{settings.instance}"
     return consumer_config(settings, group, **{"enable.partition.eof": True, **overrides})
+
+
+def abort_transaction(producer: Producer, exc: KafkaException, logger: Any) -> None:
+    """Abort the open transaction after `exc`; re-raise when the producer cannot go on
+    (a fatal error, or fenced by a newer instance of the same slot)."""
+    error = exc.args[0]
+    if getattr(error, "fatal", lambda: False)():
+        logger.critical("transaction_fatal", error=str(error))
+        raise exc
+    logger.warning("transaction_aborted", error=str(error))
+    try:
+        producer.abort_transaction()
+    except KafkaException as abort_failed:  # e.g. fenced after a transaction timeout
+        logger.critical("transaction_fatal", error=str(abort_failed.args[0]))
+        raise
 
 
 def admin_client(settings: Settings, **overrides: Any) -> AdminClient:
