@@ -13,6 +13,14 @@ arguments. See docs/correlator.md for the semantics; in short:
 - a wait takes one event: once given one it waits for its tombstone (or a new
   `WaitOpened` at its key) and gets nothing else;
 - each (event id, execution id) pair is delivered at most once.
+
+Matching is indexed, so its cost follows the candidates, not the number of
+open waits or buffered events: a wait is filed under its event type and the
+value of one filter field (the first by name); an arriving event looks up,
+per such field in use, the waits filed under its own value there, and an
+opening wait looks up the buffered events of its type by that field's value
+(an index built on first use per partition, type and field, kept up to date
+afterwards). `filter_matches` still decides every candidate.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from .matching import filter_matches
+from .matching import MISSING, filter_matches, index_key, value_at
 from .messages import DeliverEvent, ExternalEvent, WaitOpened
 
 __all__ = ["BufferedEvent", "Correlation", "wait_key"]
@@ -44,6 +53,10 @@ class BufferedEvent:
         return (self.arrived_at, self.seq)
 
 
+def _index_field(wait: WaitOpened) -> str | None:
+    return min(wait.filter) if isinstance(wait.filter, dict) and wait.filter else None
+
+
 class Correlation:
     """Open waits and buffered events; every method returns the deliveries it decides."""
 
@@ -52,7 +65,11 @@ class Correlation:
             raise ValueError(f"buffer_ms must not be negative, got {buffer_ms}")
         self.buffer_ms = buffer_ms
         self._waits: dict[str, WaitOpened] = {}
-        self._waits_by_type: dict[str, dict[str, WaitOpened]] = {}
+        # event type -> index field (None: empty filter) -> index key -> wait key -> wait
+        self._wait_index: dict[str, dict[str | None, dict[Any, dict[str, WaitOpened]]]] = {}
+        # (partition, event type, field) -> index key -> seq -> event; built on first use
+        self._event_index: dict[tuple[int, str, str], dict[Any, dict[int, BufferedEvent]]] = {}
+        self._indexed_fields: dict[tuple[int, str], set[str]] = {}
         self._satisfied: set[str] = set()  # keys of waits already given an event
         # partition -> event type -> seq -> event (dicts keep arrival order)
         self._buffer: dict[int, dict[str, dict[int, BufferedEvent]]] = {}
@@ -87,7 +104,9 @@ class Correlation:
             return []
         self.close_wait(key)
         self._waits[key] = wait
-        self._waits_by_type.setdefault(wait.event_type, {})[key] = wait
+        field = _index_field(wait)
+        value = index_key(wait.filter[field]) if field is not None else None
+        self._wait_index.setdefault(wait.event_type, {}).setdefault(field, {}).setdefault(value, {})[key] = wait
         best = self._earliest_for(wait, self._buffer)
         if best is None:
             return []
@@ -100,10 +119,17 @@ class Correlation:
         self._satisfied.discard(key)
         if wait is None:
             return
-        same_type = self._waits_by_type.get(wait.event_type, {})
-        same_type.pop(key, None)
-        if not same_type:
-            self._waits_by_type.pop(wait.event_type, None)
+        field = _index_field(wait)
+        value = index_key(wait.filter[field]) if field is not None else None
+        by_field = self._wait_index[wait.event_type]
+        bucket = by_field[field][value]
+        del bucket[key]
+        if not bucket:
+            del by_field[field][value]
+            if not by_field[field]:
+                del by_field[field]
+                if not by_field:
+                    del self._wait_index[wait.event_type]
 
     # -- events ------------------------------------------------------------------
 
@@ -114,13 +140,14 @@ class Correlation:
         self._seq += 1
         buffered = BufferedEvent(event, partition, arrived_at, self._seq)
         self._buffer.setdefault(partition, {}).setdefault(event.event_type, {})[buffered.seq] = buffered
+        for field in self._indexed_fields.get((partition, event.event_type), ()):
+            self._file_event(buffered, field)
         self._copies[event.event_id] = self._copies.get(event.event_id, 0) + 1
         heapq.heappush(self._expiry, (arrived_at + self.buffer_ms, buffered.seq, partition, event.event_type))
         if not deliver:
             return []
         out: list[DeliverEvent] = []
-        waits = self._waits_by_type.get(event.event_type, {})
-        for key, wait in sorted(waits.items(), key=lambda kv: (kv[1].opened_at, kv[0])):
+        for key, wait in sorted(self._candidate_waits(event).items(), key=lambda kv: (kv[1].opened_at, kv[0])):
             if key in self._satisfied or not self._matches(wait, buffered):
                 continue
             if wait.execution_id in self._delivered.get(event.event_id, ()):
@@ -168,9 +195,53 @@ class Correlation:
                 for buffered in same_type.values():
                     self._forget(buffered)
                     dropped += 1
+            for key in [k for k in self._indexed_fields if k[0] == p]:
+                del self._indexed_fields[key]
+            for key in [k for k in self._event_index if k[0] == p]:
+                del self._event_index[key]
         return dropped
 
     # -- inside --------------------------------------------------------------------
+
+    def _candidate_waits(self, event: ExternalEvent) -> dict[str, WaitOpened]:
+        out: dict[str, WaitOpened] = {}
+        for field, by_value in self._wait_index.get(event.event_type, {}).items():
+            if field is None:
+                out.update(by_value.get(None, {}))
+                continue
+            value = value_at(event.data, field)
+            if value is not MISSING:
+                out.update(by_value.get(index_key(value), {}))
+        return out
+
+    def _candidate_events(self, partition: int, wait: WaitOpened) -> Iterable[BufferedEvent]:
+        same_type = self._buffer.get(partition, {}).get(wait.event_type, {})
+        field = _index_field(wait)
+        if field is None or not same_type:
+            return same_type.values()
+        if field not in self._indexed_fields.setdefault((partition, wait.event_type), set()):
+            self._indexed_fields[(partition, wait.event_type)].add(field)
+            for buffered in same_type.values():
+                self._file_event(buffered, field)
+        index = self._event_index.get((partition, wait.event_type, field), {})
+        return index.get(index_key(wait.filter[field]), {}).values()
+
+    def _file_event(self, buffered: BufferedEvent, field: str) -> None:
+        value = value_at(buffered.event.data, field)
+        if value is not MISSING:
+            index = self._event_index.setdefault((buffered.partition, buffered.event.event_type, field), {})
+            index.setdefault(index_key(value), {})[buffered.seq] = buffered
+
+    def _unfile_event(self, buffered: BufferedEvent) -> None:
+        for field in self._indexed_fields.get((buffered.partition, buffered.event.event_type), ()):
+            value = value_at(buffered.event.data, field)
+            index = self._event_index.get((buffered.partition, buffered.event.event_type, field))
+            if value is MISSING or index is None:
+                continue
+            bucket = index.get(index_key(value), {})
+            bucket.pop(buffered.seq, None)
+            if not bucket:
+                index.pop(index_key(value), None)
 
     def _matches(self, wait: WaitOpened, buffered: BufferedEvent) -> bool:
         return (buffered.event.event_type == wait.event_type
@@ -180,8 +251,8 @@ class Correlation:
     def _earliest_for(self, wait: WaitOpened,
                       buffer: dict[int, dict[str, dict[int, BufferedEvent]]]) -> BufferedEvent | None:
         best: BufferedEvent | None = None
-        for types in buffer.values():
-            for buffered in types.get(wait.event_type, {}).values():
+        for partition in buffer:
+            for buffered in self._candidate_events(partition, wait):
                 if best is not None and buffered.order >= best.order:
                     continue
                 if wait.execution_id in self._delivered.get(buffered.event.event_id, ()):
@@ -197,6 +268,7 @@ class Correlation:
                             source=event.source)
 
     def _forget(self, buffered: BufferedEvent) -> None:
+        self._unfile_event(buffered)
         eid = buffered.event.event_id
         left = self._copies.get(eid, 0) - 1
         if left > 0:

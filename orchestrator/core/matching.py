@@ -10,24 +10,40 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["filter_matches", "value_at"]
+__all__ = ["filter_matches", "value_at", "index_key", "MISSING"]
 
-_MISSING = object()
+# JSON values arrive as dicts and lists: plain type checks, not the slower ABCs.
+MISSING = object()
 
 
 def value_at(data: Any, field: str) -> Any:
-    """The value of `field` in `data`, or a sentinel that equals nothing."""
-    if isinstance(data, Mapping) and field in data:
+    """The value of `field` in `data`, or MISSING (which equals nothing)."""
+    if type(data) is dict and field in data:
         return data[field]
     current = data
     for part in field.split("."):
-        if not isinstance(current, Mapping) or part not in current:
-            return _MISSING
+        if type(current) is not dict or part not in current:
+            return MISSING
         current = current[part]
     return current
 
 
+def index_key(value: Any) -> Any:
+    """A hashable key under which values that `filter_matches` may call equal meet:
+    1 and 1.0 share one (Python hashes them alike), true and 1 do not; containers
+    share one per kind (the full comparison decides)."""
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, (int, float)):
+        return ("n", value)
+    if isinstance(value, (dict, list, tuple)):
+        return ("c", "list" if isinstance(value, tuple) else type(value).__name__)
+    return (type(value).__name__, value)
+
+
 def _json_equal(a: Any, b: Any) -> bool:
+    if type(a) is str or type(b) is str:  # the common case, first
+        return type(a) is type(b) and a == b
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -42,6 +58,6 @@ def _json_equal(a: Any, b: Any) -> bool:
 def filter_matches(filter_: Mapping[str, Any] | None, data: Any) -> bool:
     for field, expected in (filter_ or {}).items():
         actual = value_at(data, field)
-        if actual is _MISSING or not _json_equal(expected, actual):
+        if actual is MISSING or not _json_equal(expected, actual):
             return False
     return True

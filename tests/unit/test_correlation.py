@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from orchestrator.core.correlation import Correlation, wait_key
 from orchestrator.core.messages import DeliverEvent, ExternalEvent, WaitOpened
 
@@ -149,3 +152,53 @@ def test_expiry_forgets_where_an_event_went_once_no_copy_is_left():
     c.open_wait(wait(opened_at=2_000 + BUFFER))
     # Re-published after it expired: it arrives as a new event (the decider dedups by id).
     assert len(c.event_arrived(event(), 0, 3_000 + BUFFER)) == 1
+
+
+# -- the indexes change nothing: the same deliveries as trying every candidate ----------
+
+
+
+class _BruteForce(Correlation):
+    """Every wait of the type, every buffered event of the type: the reference."""
+
+    def _candidate_waits(self, event):
+        return {k: w for k, w in self._waits.items() if w.event_type == event.event_type}
+
+    def _candidate_events(self, partition, wait):
+        return self._buffer.get(partition, {}).get(wait.event_type, {}).values()
+
+
+_values = st.sampled_from([1, 1.0, 2, True, False, "1", "a", None, [1], {"x": 1}])
+_filters = st.dictionaries(st.sampled_from(["a", "b", "n.x"]), _values, max_size=2)
+_data = st.dictionaries(st.sampled_from(["a", "b", "n"]), _values | st.just({"x": 1}), max_size=3)
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("open"), st.integers(0, 5), st.sampled_from(["t", "u"]), _filters, st.integers(0, 50)),
+    st.tuples(st.just("close"), st.integers(0, 5)),
+    st.tuples(st.just("event"), st.integers(0, 9), st.sampled_from(["t", "u"]), _data, st.integers(0, 1),
+              st.integers(0, 50)),
+    st.tuples(st.just("expire"), st.integers(0, 80)),
+    st.tuples(st.just("drop"), st.integers(0, 1)),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ops)
+def test_indexed_matching_delivers_what_trying_every_candidate_delivers(ops):
+    fast, slow = Correlation(30), _BruteForce(30)
+    for op in ops:
+        results = []
+        for c in (fast, slow):
+            if op[0] == "open":
+                _, n, etype, filt, at = op
+                results.append(c.open_wait(WaitOpened(f"e{n}", "s", etype, filt, at)))
+            elif op[0] == "close":
+                c.close_wait(f"e{op[1]}/s")
+                results.append(None)
+            elif op[0] == "event":
+                _, n, etype, data, partition, at = op
+                results.append(c.event_arrived(ExternalEvent(f"ev{n}", etype, data, at), partition, at))
+            elif op[0] == "expire":
+                results.append(c.expire(op[1]))
+            else:
+                results.append(c.drop_partitions([op[1]]))
+        assert results[0] == results[1], op
