@@ -21,6 +21,8 @@ from .events import (
     SignalReceived,
     StepAttemptFailed,
     StepCompleted,
+    StepFailed,
+    StepSkipped,
     TimerFired,
     TimerScheduled,
     WorkflowCompleted,
@@ -48,6 +50,7 @@ from .waits import accepts_event, satisfy, waiting_for_signal
 
 __all__ = ["decide", "handle", "Decision", "EXECUTION_TIMEOUT_TIMER"]
 
+_STEP_ENDINGS = (StepCompleted, StepFailed, StepSkipped)
 # Inputs that only matter to an execution that is under way.
 _PROGRESS = (TaskSucceeded, TaskFailed, FireTimer, DeliverEvent, ChildExecutionEnded)
 
@@ -142,14 +145,17 @@ def _start(d: Decision, cmd: StartWorkflow, definition: WorkflowDefinition | Non
 
 
 def _progress(d: Decision, definition: WorkflowDefinition) -> None:
-    """Move the execution on until nothing more follows from what is recorded."""
+    """Move the execution on until nothing more follows from what is recorded: another
+    pass only when the last one ended a step (a skip, a signal already there, a failure
+    that continues: it may release a step listed before it) or changed the status."""
     while True:
-        before = d.state.sequence
-        if d.state.status == "running":
+        status, before = d.state.status, len(d.recorded)
+        if status == "running":
             _advance(d, definition)
-        elif d.state.status == "compensating":
+        elif status == "compensating":
             advance_compensation(d, definition)
-        if d.state.sequence == before:
+        if d.state.status == status and not any(
+                isinstance(r.event, _STEP_ENDINGS) for r in d.recorded[before:]):
             return
 
 
