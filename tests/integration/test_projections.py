@@ -339,7 +339,7 @@ def test_a_running_projector_starts_over_when_the_projection_is_reset(projection
 
 def test_rebuild_while_the_live_projector_runs(projection_settings, pg_schema):
     settings = projection_settings
-    seed(settings)
+    hist = seed(settings)
     stop = threading.Event()
     failures: list[BaseException] = []
     projector = Projector(settings, pg_schema, batch_size=4).open()
@@ -358,11 +358,15 @@ def test_rebuild_while_the_live_projector_runs(projection_settings, pg_schema):
             time.sleep(0.1)
         expected = rows(settings, pg_schema)
         rebuild(settings, schema=pg_schema, batch_size=3)
-        seed(settings, prefix="more")  # the live projector keeps going afterwards
+        more = seed(settings, prefix="more")  # the live projector keeps going afterwards
+        # Wait for every event, not just the 12 executions: caught_up() reports the
+        # end each partition had when last read, which may predate seed()'s last
+        # Kafka transaction (the 6 starts are all in its first one).
+        total = sum(len(h) for h in (*hist.values(), *more.values()))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             snap = rows(settings, pg_schema)
-            if len(snap["workflow_executions"]) == 12 and projector.caught_up():
+            if len(snap["execution_events"]) == total and projector.caught_up():
                 break
             time.sleep(0.2)
     finally:
@@ -374,6 +378,7 @@ def test_rebuild_while_the_live_projector_runs(projection_settings, pg_schema):
     assert [r for r in snap["workflow_executions"] if not r["id"].startswith("more-")] == \
         expected["workflow_executions"]
     assert len(snap["workflow_executions"]) == 12
+    assert len(snap["execution_events"]) == total
     rebuild(settings, schema=pg_schema)
     assert rows(settings, pg_schema) == snap
 
