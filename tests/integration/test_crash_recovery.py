@@ -208,6 +208,20 @@ class Stack:
         text = logs[-1].read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
 
+    def assert_replay_consistent(self, timeout: float = 30.0) -> None:
+        """`orchestrator replay --all`: every execution's history, folded by the core, agrees
+        with the projection (once the projector has read everything)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = subprocess.run([*_orchestrator_command(), "replay", "--all", "--json"], env=self.env,
+                                 capture_output=True, text=True, timeout=120)
+            assert run.returncode in (0, 1), f"replay --all: exit {run.returncode}\n{run.stdout}\n{run.stderr}"
+            doc = json.loads(run.stdout)
+            if doc["unprojected_events"] == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert run.returncode == 0 and doc["inconsistent"] == [], json.dumps(doc["inconsistent"], indent=2)
+
     def shutdown(self) -> None:
         """Stop every child still running: SIGTERM (a graceful stop), then SIGKILL."""
         for probe in self.probes:
@@ -350,6 +364,8 @@ def stack(kafka_settings: Settings, database_url: str, pg_schema: str, demo_serv
     s = Stack(settings, pg_schema, demo_services, tmp_path)
     try:
         yield s
+        if s.procs.get("projector") is not None and s.procs["projector"].poll() is None:
+            s.assert_replay_consistent()
     finally:
         s.shutdown()
         for role, proc, log in s.all_procs:  # shown by pytest when the test failed
