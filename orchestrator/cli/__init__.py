@@ -2,7 +2,7 @@
 
     definitions validate|apply|list     workflow definitions (validate is offline)
     start NAME [--wait]                 start an execution; follow it on Kafka
-    status ID / list                    the PostgreSQL projection
+    status ID [--follow] / list         the PostgreSQL projection (--follow: a line per change)
     history ID / replay ID              the truth on Kafka; replay audits the projection
     cancel ID / signal ID NAME          commands to the decider
     events publish TYPE --data JSON     an external business event

@@ -139,6 +139,13 @@ def test_a_file_that_is_not_yaml(tmp_path: Path) -> None:
     ["events", "publish", "user.created"],
     ["cancel"],
     ["signal", "only-an-id"],
+    ["status", "some-id", "--until", "ended"],
+    ["status", "some-id", "--timeout", "5"],
+    ["status", "some-id", "--since", "2026-11-27T08:00:00Z"],
+    ["status", "some-id", "--follow", "--until", "paused"],
+    ["status", "some-id", "--follow", "--until", "waiting:"],
+    ["status", "some-id", "--follow", "--since", "yesterday"],
+    ["status", "some-id", "--follow", "--timeout", "0"],
     ["nonsense"],
 ])
 def test_usage_errors_exit_2(args: list[str]) -> None:
@@ -192,7 +199,8 @@ def test_kafka_unreachable_fails_fast_in_one_line(args: list[str]) -> None:
     assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize("args", [["status", "some-id"], ["list"], ["projections", "migrate"]])
+@pytest.mark.parametrize("args", [["status", "some-id"], ["status", "some-id", "--follow"], ["list"],
+                                  ["projections", "migrate"]])
 def test_postgres_unreachable_fails_fast_in_one_line(args: list[str]) -> None:
     started = time.monotonic()
     result = invoke(*args)
@@ -208,6 +216,219 @@ def test_bad_configuration_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     result = invoke("definitions", "list")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: invalid configuration")
+
+
+# -- status --follow: its lines and when it stops (orchestrator.cli.follow) ----------------------
+
+
+T0 = "2026-11-27T08:00:00.000Z"
+
+
+def at(seconds: float) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime(2026, 11, 27, 8, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def step(name: str, status: str = "pending", attempts: int = 0, **fields: object) -> dict:
+    return {"name": name, "status": status, "attempts": attempts, "error": None, "status_reason": None,
+            "started_at": None, "finished_at": None, "waiting_for": None, "breaker": None, **fields}
+
+
+def execution(status: str, *steps: dict, **fields: object) -> dict:
+    return {"execution_id": "reg-1", "workflow_name": "reg", "workflow_version": "1", "status": status,
+            "error": None, "started_at": T0, "finished_at": None, "updated_at": T0, "compensation": None,
+            "sequence": 1, "steps": list(steps), **fields}
+
+
+def lines(changes: list, width: int = 12) -> list[str]:
+    from orchestrator.cli.follow import format_change
+
+    return [format_change(c, width) for c in changes]
+
+
+def test_follow_parses_until_and_since() -> None:
+    from orchestrator.cli.follow import Until, parse_since, parse_until
+
+    assert parse_until("ended") == Until("ended")
+    assert parse_until("waiting") == Until("waiting")
+    assert parse_until("waiting:wait_for_verification") == Until("waiting", "wait_for_verification")
+    assert str(parse_until("waiting:x")) == "waiting:x"
+    for bad in ("ended:x", "waiting:", "done", ""):
+        with pytest.raises(ValueError):
+            parse_until(bad)
+    assert parse_since("2026-11-27T08:00:01.500Z") == parse_since("2026-11-27T08:00:01.5") == parse_since(at(1.5))
+    assert parse_since("2026-11-27T09:00:00+01:00") == parse_since(T0)
+    with pytest.raises(ValueError):
+        parse_since("yesterday")
+
+
+def test_follow_prints_each_change_once_oldest_first_with_its_recorded_time() -> None:
+    from orchestrator.cli.follow import observe
+
+    first = execution("running",
+                      step("validate", "completed", 1, started_at=at(0), finished_at=at(0.04)),
+                      step("create", "retrying", 1, started_at=at(0.05), error="HTTP 503 from user-service"),
+                      step("profile"))
+    updated = {"validate": at(0.04), "create": at(0.4)}
+    changes, seen = observe(first, updated, {})
+    assert lines(changes) == [
+        "   +0.0s  (execution)   running",
+        "   +0.0s  validate      completed",
+        "   +0.4s  create        retrying HTTP 503 from user-service",
+    ]
+    assert observe(first, updated, seen) == ([], seen)  # nothing new: nothing printed
+
+    # the error stays while attempt 2 runs: not shown for a running step
+    second = execution("running", first["steps"][0],
+                       step("create", "running", 2, started_at=at(0.05), error="HTTP 503 from user-service"),
+                       step("profile"))
+    changes, seen = observe(second, {**updated, "create": at(5.3)}, seen)
+    assert lines(changes) == ["   +5.3s  create        running (attempt 2)"]
+
+    ended = execution("failed", first["steps"][0],
+                      step("create", "failed", 3, error="HTTP 400 Bad Request", finished_at=at(75)),
+                      step("profile", "skipped", 0, status_reason="create failed", finished_at=at(75)),
+                      finished_at=at(75), error="step create failed: HTTP 400 Bad Request")
+    changes, seen = observe(ended, {**updated, "create": at(75), "profile": at(75)}, seen)
+    assert lines(changes) == [
+        "  +1m15s  create        failed (attempt 3) HTTP 400 Bad Request",
+        "  +1m15s  profile       skipped create failed",
+        "  +1m15s  (execution)   failed step create failed: HTTP 400 Bad Request",
+    ]
+
+
+def test_follow_shows_waits_breakers_and_compensation() -> None:
+    from orchestrator.cli.follow import observe
+
+    doc = execution("compensating",
+                    step("approved", "waiting", 1, started_at=at(2), waiting_for="signal:approve"),
+                    step("charge", "retrying", 2, error="timed out", breaker="open"),
+                    updated_at=at(9), compensation={"status": "running", "trigger": "cancelled",
+                                                    "reason": "signed up twice"})
+    changes, _ = observe(doc, {"approved": at(2), "charge": at(8)}, {})
+    assert lines(changes) == [
+        "   +2.0s  approved      waiting for signal:approve",
+        "   +8.0s  charge        retrying (attempt 2) timed out (breaker open)",
+        "   +9.0s  (execution)   compensating because it was cancelled: signed up twice",
+    ]
+    # without the rows' updated_at, a step's own times stand in
+    changes, _ = observe(doc, {}, {})
+    assert [round(c.offset_s, 1) for c in changes if c.subject == "approved"] == [2.0]
+
+
+def test_follow_lines_are_one_line_each_and_times_grow_with_the_execution() -> None:
+    from orchestrator.cli.follow import Change, elapsed_text, format_change, subject_width
+
+    assert [elapsed_text(s) for s in (0, 9.96, 59.9, 61, 3601, 90061)] == [
+        "+0.0s", "+10.0s", "+59.9s", "+1m01s", "+1h00m", "+1d01h"]
+    assert subject_width(execution("running", step("send_activation_notification"))) == 28
+    assert subject_width(execution("running", step("a"))) == len("(execution)")
+    from orchestrator.cli.follow import observe
+
+    doc = execution("running", step("s", "retrying", 1, error="line one\n  line two " + "x" * 400))
+    [change] = [c for c in observe(doc, {"s": at(1)}, {})[0] if c.subject == "s"]
+    text = format_change(change, 11)
+    assert "\n" not in text and text.startswith("   +1.0s  s            retrying line one line two x")
+    assert len(change.detail) == 240 and change.detail.endswith("…")
+    assert format_change(Change(0, 0.0, "s", "running"), 3) == "   +0.0s  s    running"
+
+
+@pytest.mark.parametrize("until, doc, expected", [
+    ("ended", execution("running"), (False, None)),
+    ("ended", execution("compensating"), (False, None)),
+    ("ended", execution("completed"), (True, None)),
+    ("ended", execution("failed"), (True, None)),  # reached; the exit code says it did not complete
+    ("waiting", execution("running", step("a", "running", 1)), (False, None)),
+    ("waiting", execution("running", step("a", "waiting", 1)), (True, None)),
+    ("waiting:b", execution("running", step("a", "waiting", 1), step("b")), (False, None)),
+    ("waiting:b", execution("running", step("a"), step("b", "waiting", 1)), (True, None)),
+    ("waiting:b", execution("running", step("b", "completed", 1)),
+     (False, "execution reg-1: step b is completed; it will not wait (any more)")),
+    ("waiting:b", execution("running", step("b", "skipped")),
+     (False, "execution reg-1: step b is skipped; it will not wait (any more)")),
+    ("waiting:b", execution("cancelled", step("b")), (False, "execution reg-1 ended cancelled before b waited")),
+    ("waiting", execution("completed", step("b", "completed", 1)),
+     (False, "execution reg-1 ended completed before any step waited")),
+])
+def test_follow_stops_when_the_condition_holds_or_never_can(until: str, doc: dict, expected: tuple) -> None:
+    from orchestrator.cli.follow import check, parse_until
+
+    assert check(doc, parse_until(until)) == expected
+
+
+class FakeProjection:
+    """`query` and `load_projection` for follow_projection: one (row, steps) per poll, on a fake clock."""
+
+    def __init__(self, polls: list) -> None:
+        self.polls = polls
+        self.now = 0.0
+        self.loads = 0
+
+    def current(self):
+        return self.polls[min(int(self.now / 0.25), len(self.polls) - 1)]
+
+    def query(self, conn, sql, params):
+        found = self.current()
+        return [] if found is None else [{"last_sequence": found[0]["last_sequence"], "started_at": T0}]
+
+    def load_projection(self, conn, execution_id, orders=None):
+        self.loads += 1
+        return self.current()
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def rows(status: str, sequence: int, *steps: tuple[str, str, float]) -> tuple[dict, list]:
+    from datetime import datetime
+
+    def ts(text: str | None):
+        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    row = {"id": "reg-1", "workflow_name": "reg", "workflow_version": "1", "status": status, "input": {},
+           "output": None, "error": None, "failed_step": None, "requested_by": None, "created_at": ts(T0),
+           "started_at": ts(T0), "finished_at": ts(at(9)) if status == "completed" else None,
+           "updated_at": ts(at(sequence)), "last_sequence": sequence}
+    return row, [{"step_name": name, "step_type": "service_call", "status": st, "attempts": 1, "output": None,
+                  "error": None, "status_reason": None, "started_at": ts(at(t)), "finished_at": None,
+                  "updated_at": ts(at(t))} for name, st, t in steps]
+
+
+def test_follow_polls_until_the_condition_and_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli import follow as module
+    from orchestrator.cli.follow import Until, follow_projection, parse_since
+
+    polls = [None, rows("running", 1), rows("running", 1), rows("running", 2, ("a", "running", 1)),
+             rows("running", 3, ("a", "waiting", 2)), rows("completed", 4, ("a", "completed", 9))]
+    fake = FakeProjection(polls)
+    monkeypatch.setattr(module, "query", fake.query)
+    monkeypatch.setattr(module, "load_projection", fake.load_projection)
+    printed: list[str] = []
+
+    def run(until: Until, deadline: float | None = None, since: float | None = None):
+        fake.now, printed[:] = 0.0, []
+        return follow_projection(None, "reg-1", until, deadline=deadline, since=since, clock=lambda: fake.now,
+                                 sleep=fake.sleep, emit=lambda c, w: printed.append(module.format_change(c, w)))
+
+    result = run(Until("waiting", "a"))
+    assert result.reached and result.doc["status"] == "running" and not result.timed_out
+    assert printed == ["   +0.0s  (execution)  running", "   +1.0s  a            running",
+                       "   +2.0s  a            waiting"]
+    result = run(Until("ended"))
+    assert result.reached and result.doc["status"] == "completed"
+    assert printed[-2:] == ["   +9.0s  a            completed", "   +9.0s  (execution)  completed"]
+    loads = fake.loads
+    result = run(Until("ended"), since=parse_since(at(5)))  # only what was recorded after 5s
+    assert printed == ["   +9.0s  a            completed", "   +9.0s  (execution)  completed"]
+    assert fake.loads - loads == 4  # the unmoved sequence of the third poll is not loaded again
+    result = run(Until("ended"), deadline=0.6)
+    assert result.timed_out and not result.reached and result.doc["sequence"] == 1
+
+    fake.polls = [None]
+    result = run(Until("ended"), deadline=1.0)
+    assert result.timed_out and result.doc is None and fake.now == pytest.approx(1.0)
 
 
 # -- the program itself ---------------------------------------------------------------------
