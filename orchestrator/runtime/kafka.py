@@ -40,6 +40,7 @@ __all__ = [
     "check_kafka",
     "consumer_config",
     "copartitioned_topics",
+    "creation_tuning",
     "ensure_topics",
     "murmur2",
     "partition_for",
@@ -177,6 +178,16 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+def creation_tuning(settings: Settings) -> dict[str, dict[str, str]]:
+    """Configs set when the orchestrator creates a topic, but not required of one that
+    exists (operators may tune them)."""
+    # wf.waits holds open waits only: compact closed ones within the hour, so a
+    # correlator's restore reads little more than what is open.
+    hour = "3600000"
+    return {settings.topics.waits: {"segment.ms": hour, "delete.retention.ms": hour,
+                                    "min.cleanable.dirty.ratio": "0.1"}}
+
+
 def ensure_topics(settings: Settings, *, admin: AdminClient | None = None, timeout: float = 30.0) -> dict[str, str]:
     """Create missing topics (`settings.partitions` partitions, replication 1) and check
     existing ones. Returns topic -> "created" | "exists". Raises `TopicMismatchError`
@@ -186,7 +197,9 @@ def ensure_topics(settings: Settings, *, admin: AdminClient | None = None, timeo
     wanted = topic_configs(settings)
     existing = admin.list_topics(timeout=timeout).topics
     outcome = {name: "exists" for name in wanted if name in existing}
-    missing = [NewTopic(name, num_partitions=settings.partitions, replication_factor=1, config=config)
+    tuning = creation_tuning(settings)
+    missing = [NewTopic(name, num_partitions=settings.partitions, replication_factor=1,
+                        config={**config, **tuning.get(name, {})})
                for name, config in wanted.items() if name not in existing]
     if missing:
         futures = admin.create_topics(missing, operation_timeout=timeout, request_timeout=timeout)

@@ -8,6 +8,7 @@ from orchestrator.config import Settings, Topics
 from orchestrator.runtime.kafka import (
     consumer_config,
     copartitioned_topics,
+    creation_tuning,
     producer_config,
     reader_config,
     topic_configs,
@@ -49,3 +50,5 @@ def test_topic_layout():
     assert configs["x.events"] == {"retention.ms": "-1", "retention.bytes": "-1"}
     assert configs["x.definitions"] == {"cleanup.policy": "compact"}
     assert copartitioned_topics(S) == ("x.commands", "x.results", "x.tasks", "x.events")
+    assert configs["x.waits"] == {"cleanup.policy": "compact"}
+    assert creation_tuning(S)["x.waits"]["delete.retention.ms"] == "3600000"  # set on creation only
