@@ -131,12 +131,16 @@ class ExecutionView:
 
     def step(self, name: str, shapes: ShapeLookup) -> StepRow:
         """The step's row, created `pending` when the execution has none yet
-        (a compensation step, or a definition that could not be found); one
-        created while the execution is compensating is in the compensation phase."""
+        (a compensation step, or a definition that could not be found). Its phase
+        comes from the definition; without one, a row created while the execution
+        is compensating is in the compensation phase."""
         row = self.steps.get(name)
         if row is None:
             shape = self._shape(shapes)
-            compensating = self.execution is not None and self.execution.status == "compensating"
+            if shape is not None and shape.compensation:  # the definition says
+                compensating = any(step_name == name for step_name, _ in shape.compensation)
+            else:
+                compensating = self.execution is not None and self.execution.status == "compensating"
             row = StepRow(self.execution_id, name, shape.step_type(name) if shape else None,
                           phase="compensation" if compensating else "main")
             self.steps[name] = row
