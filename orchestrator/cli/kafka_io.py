@@ -205,30 +205,20 @@ def read_key(settings: Settings, topic: str, partition: int, key: str,
              start: int = OFFSET_BEGINNING) -> Iterator[Message]:
     """The messages of `key` in one partition, from `start` to the end as of now."""
     wanted = key.encode("utf-8")
-    consumer = reader(settings)
-    try:
-        watermarks(consumer, topic, partition)
-        for msg in read_partition_to_end(consumer, topic, partition, start, idle_timeout=READ_IDLE_TIMEOUT_S):
-            if msg.key() == wanted:
-                yield msg
-    except TimeoutError as exc:
-        raise CliError(str(exc)) from None
-    except KafkaException as exc:
-        raise CliError(f"cannot read {topic}[{partition}]: {_kafka_reason(exc)}") from None
-    finally:
-        consumer.close()
+    return (msg for msg in read_partitions(settings, topic, [partition], start) if msg.key() == wanted)
 
 
-def read_partitions(settings: Settings, topic: str, partitions: Iterable[int]) -> Iterator[Message]:
-    """Every message of the given partitions up to their ends as of now, partition by
-    partition in offset order, with one consumer: one pass over the topic however
-    many keys the caller wants."""
+def read_partitions(settings: Settings, topic: str, partitions: Iterable[int],
+                    start: int = OFFSET_BEGINNING) -> Iterator[Message]:
+    """Every message of the given partitions from `start` up to their ends as of now,
+    partition by partition in offset order, with one consumer: one pass over the
+    topic however many keys the caller wants."""
     consumer = reader(settings)
     partition = -1
     try:
         for partition in sorted(partitions):
             watermarks(consumer, topic, partition)
-            yield from read_partition_to_end(consumer, topic, partition, idle_timeout=READ_IDLE_TIMEOUT_S)
+            yield from read_partition_to_end(consumer, topic, partition, start, idle_timeout=READ_IDLE_TIMEOUT_S)
     except TimeoutError as exc:
         raise CliError(str(exc)) from None
     except KafkaException as exc:
