@@ -131,7 +131,7 @@ def test_template_step_references() -> None:
     out = "output: {id: '{{ response.id }}'}"
     ref_a = "'{{ steps.a.output.id }}'"
     # b and c both follow a (parallel run); c reads b, which may not have run yet.
-    body = "steps:\n" + call("a", out) + call("b", "parallel: true") + call("c", "parallel: true", payload=f"{{x: '{{{{ steps.b.output.id }}}}'}}")
+    body = "steps:\n" + call("a", out) + call("b", "parallel: true") + call("c", "parallel: true", payload="{x: '{{ steps.b.output.id }}'}")
     p = only(body)
     assert (p.step, p.field) == ("c", "config.payload.x")
     assert "step 'b' is not upstream of 'c'" in p.message
