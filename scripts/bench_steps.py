@@ -26,6 +26,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from benchlib import cpu_seconds, kafka_pid, percentile  # scripts/ is on sys.path when run as a script
 from orchestrator.codec import Codec
 from orchestrator.config import Settings, Topics, load_settings
 from orchestrator.core.events import StepCompleted, WorkflowCompleted, WorkflowFailed
@@ -143,27 +144,6 @@ class Watcher:
 def start(producer: Producer, settings: Settings, eid: str) -> None:
     cmd = StartWorkflow(eid, "bench", "1", {})
     producer.produce(settings.topics.commands, codec.encode(cmd), eid.encode())
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kafka_pid() -> int | None:
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"kafka.Kafka" in (proc / "cmdline").read_bytes():
-                    return int(proc.name)
-            except OSError:
-                continue
-    return None
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def bench_engine(settings: Settings, executions: int, serial: int, pids: dict[str, int]) -> None:
