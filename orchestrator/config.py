@@ -45,6 +45,11 @@ class Topics:
         return self.prefix + "waits"
 
     @property
+    def schedules(self) -> str:
+        """Each schedule trigger's last fired nominal time (compacted; the scheduler's own progress)."""
+        return self.prefix + "schedules"
+
+    @property
     def dlq(self) -> str:
         return self.prefix + "dlq"
 

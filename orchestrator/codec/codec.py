@@ -28,7 +28,7 @@ from .mapping import Converters, build_converters
 
 __all__ = ["KINDS", "MAGIC", "Codec", "SchemaVersion", "schema_dir"]
 
-KINDS = ("commands", "results", "tasks", "events", "definitions", "external-events", "waits")
+KINDS = ("commands", "results", "tasks", "events", "definitions", "external-events", "waits", "schedules")
 MAGIC = b"\xc3\x01"
 _HEADER = len(MAGIC) + 8
 _VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")

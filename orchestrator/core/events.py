@@ -32,6 +32,11 @@ __all__ = [
     "CompensationStarted",
     "CompensationFinished",
     "ChildExecutionRequested",
+    "StepCancelled",
+    "BranchChosen",
+    "ItemsResolved",
+    "IterationStarted",
+    "IterationFinished",
     "Event",
     "RecordedEvent",
 ]
@@ -213,7 +218,56 @@ class ChildExecutionRequested:
     workflow_name: str
     workflow_version: str | None
     input: Any
-    relation: str  # compensation
+    relation: str  # compensation | subworkflow
+    step: str | None = None  # the `workflow` step that waits for the child (relation subworkflow)
+
+
+@dataclass(frozen=True)
+class StepCancelled:
+    """The step was withdrawn before it ended: by a CancelStep command, a signal named
+    in its `cancel_on_signal`, a first-of join that no longer needs it, or the
+    cancel of the block around it. Results of its attempts are ignored from now on."""
+
+    step: str
+    reason: str
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class BranchChosen:
+    """A switch step chose the case that runs (`default` when no case held)."""
+
+    step: str
+    case: str
+
+
+@dataclass(frozen=True)
+class ItemsResolved:
+    """A for_each step resolved the list it runs over, once, when it started."""
+
+    step: str
+    items: Any  # a JSON list
+
+
+@dataclass(frozen=True)
+class IterationStarted:
+    """Iteration `index` of a loop, or item `index` of a for_each, began.
+
+    Its steps are recorded as `<step>[<index>].<inner step>`."""
+
+    step: str
+    index: int
+
+
+@dataclass(frozen=True)
+class IterationFinished:
+    """Iteration or item `index` ended; its steps' states are folded into `output`."""
+
+    step: str
+    index: int
+    outcome: str  # completed | failed | cancelled
+    output: Any = None
+    error: str | None = None
 
 
 Event = Union[
@@ -236,6 +290,11 @@ Event = Union[
     CompensationStarted,
     CompensationFinished,
     ChildExecutionRequested,
+    StepCancelled,
+    BranchChosen,
+    ItemsResolved,
+    IterationStarted,
+    IterationFinished,
 ]
 
 

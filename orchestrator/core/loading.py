@@ -56,9 +56,27 @@ def load_definition_source(
     return defn
 
 
+# Fields the language gained after definitions were first registered: left out
+# of the canonical form at their default, so a definition that does not use
+# them keeps the digest it was registered with (re-applying it is a no-op).
+_LATER_STEP_DEFAULTS = {"join": {"mode": "all", "count": 1, "rest": "cancel"}, "cancel_on_signal": None}
+
+
+def _without_later_defaults(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_without_later_defaults(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    is_step = "name" in value and "type" in value and "config" in value
+    return {k: _without_later_defaults(v) for k, v in value.items()
+            if not (is_step and k in _LATER_STEP_DEFAULTS and v == _LATER_STEP_DEFAULTS[k])}
+
+
 def canonical_digest(defn: WorkflowDefinition) -> str:
     """sha256 of the definition's canonical JSON: same meaning, same digest."""
-    data = defn.model_dump(mode="json", by_alias=True)
+    data = _without_later_defaults(defn.model_dump(mode="json", by_alias=True))
+    if not data["spec"]["triggers"]:
+        del data["spec"]["triggers"]
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -26,6 +26,8 @@ __all__ = [
     "DeliverEvent",
     "ChildExecutionEnded",
     "WaitOpened",
+    "CancelStep",
+    "ScheduleFired",
 ]
 
 
@@ -52,6 +54,16 @@ class SignalWorkflow:
     execution_id: str
     name: str
     data: Any = None
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelStep:
+    """Withdraw one active or pending step (`name`, or `loop[2].inner` inside a block)."""
+
+    execution_id: str
+    step: str
+    reason: str = "cancelled"
     requested_by: str | None = None
 
 
@@ -111,9 +123,9 @@ class ChildExecutionEnded:
     error: str | None = None
 
 
-Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent]
+Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep]
 TaskResult = Union[TaskSucceeded, TaskFailed, ChildExecutionEnded]
-Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, FireTimer,
+Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep, FireTimer,
               TaskSucceeded, TaskFailed, ChildExecutionEnded]
 
 
@@ -176,3 +188,16 @@ class WaitOpened:
     filter: Any
     opened_at: int
     timeout_at: int | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleFired:
+    """A schedule trigger fired for one nominal time (compacted `wf.schedules`, key
+    `<workflow>/<trigger>`): the scheduler's progress, written in the transaction
+    that sends the StartWorkflow, so each nominal time starts one execution."""
+
+    workflow_name: str
+    trigger: str
+    nominal_time: int  # epoch ms: the time the schedule named, not when it ran
+    execution_id: str
+    fired_at: int

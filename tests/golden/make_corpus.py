@@ -141,6 +141,21 @@ def samples() -> dict[str, Any]:
         "CompensationFinished.failed": _recorded(8, ev.CompensationFinished("failed", "step 'cleanup': HTTP 500")),
         "ChildExecutionRequested": _recorded(8, ev.ChildExecutionRequested(
             f"{EID}-compensation", "user-cleanup", None, {"execution_id": EID}, "compensation")),
+        # added with schema v3 (events, commands) and v1 (schedules)
+        "CancelStep": msg.CancelStep(EID, "poll[2].check", "stuck", "ops"),
+        "CancelStep.minimal": msg.CancelStep(EID, "wait"),
+        "ScheduleFired": msg.ScheduleFired("nightly-report", "nightly", T0, "nightly-report-nightly-20261127T0200",
+                                           T0 + 150),
+        "ChildExecutionRequested.step": _recorded(4, ev.ChildExecutionRequested(
+            f"{EID}.charge", "payment", "2", {"amount": 10}, "subworkflow", "charge")),
+        "StepCancelled": _recorded(6, ev.StepCancelled("reminder", "join 'proceed' needs no more", "ops"),
+                                   "command:CancelStep"),
+        "StepCancelled.minimal": _recorded(6, ev.StepCancelled("reminder", "cancelled")),
+        "BranchChosen": _recorded(3, ev.BranchChosen("route", "large")),
+        "ItemsResolved": _recorded(3, ev.ItemsResolved("charge_all", [{"id": 1}, {"id": 2}])),
+        "IterationStarted": _recorded(4, ev.IterationStarted("charge_all", 0)),
+        "IterationFinished": _recorded(7, ev.IterationFinished("charge_all", 0, "completed", {"charged": True})),
+        "IterationFinished.failed": _recorded(7, ev.IterationFinished("charge_all", 1, "failed", None, "HTTP 402")),
     }
 
 

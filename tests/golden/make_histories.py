@@ -330,9 +330,10 @@ def document(name: str, r: Recorder, codec: Codec) -> dict[str, Any]:
 
 
 def _comparable(value: Any) -> Any:
-    """What `--check` compares: no Avro bytes (a new schema version writes others)."""
+    """What `--check` compares: no Avro bytes (a new schema version writes others), and
+    no null fields (a field added later with its null default changes no meaning)."""
     if isinstance(value, dict):
-        return {k: _comparable(v) for k, v in value.items() if k != "avro"}
+        return {k: _comparable(v) for k, v in value.items() if k != "avro" and v is not None}
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     return value

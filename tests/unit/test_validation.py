@@ -72,7 +72,7 @@ def test_parse_errors_name_the_step() -> None:
     body = "steps:\n" + call("a") + "  - name: b\n    type: servce_call\n    config: {nonsense: 1}\n"
     p = only(body)
     assert (p.step, p.field) == ("b", "type")
-    assert p.message == "unknown step type 'servce_call' (expected one of service_call, validation, wait_for_event)"
+    assert p.message == "unknown step type 'servce_call' (expected one of service_call, validation, wait_for_event, delay, switch, loop, for_each, workflow)"
     p = only("steps:\n" + call("a", "depend_on: [x]"))
     assert (p.step, p.field, p.message) == ("a", "depend_on", "unknown field 'depend_on' (did you mean 'depends_on'?)")
     found = {(q.step, q.field, q.message) for q in problems("steps:\n  - name: a\n    type: service_call\n    config: {endpont: /x}\n")}
