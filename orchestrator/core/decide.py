@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .blocks import advance_block, cancel_step, reject_cancel
 from .decision import Decision, is_current_attempt, require
-from .definition import OnTimeout, WorkflowDefinition
+from .definition import OnTimeout, Step, WorkflowDefinition
 from .durations import format_duration_ms
 from .ending import advance_compensation, cancel, child_ended, end_failed, fail_step
 from .events import (
+    IterationFinished,
+    StepCancelled,
     CommandRejected,
     RecordedEvent,
     SignalReceived,
@@ -31,7 +34,9 @@ from .events import (
 )
 from .evolve import EXECUTION_TIMEOUT_TIMER, retry_timer_id
 from .io_schemas import OutputError, input_violations, workflow_output
+from .keys import leaf
 from .messages import (
+    CancelStep,
     CancelWorkflow,
     ChildExecutionEnded,
     DeliverEvent,
@@ -44,13 +49,13 @@ from .messages import (
 )
 from .retry import retry_delay_ms
 from .sensitive import redact
-from .state import STEP_DONE, ExecutionState
-from .steps import begin_step, schedule_attempt
+from .state import STEP_ACTIVE, ExecutionState
+from .steps import schedule_attempt
 from .waits import accepts_event, satisfy, waiting_for_signal
 
 __all__ = ["decide", "handle", "Decision", "EXECUTION_TIMEOUT_TIMER"]
 
-_STEP_ENDINGS = (StepCompleted, StepFailed, StepSkipped)
+_STEP_ENDINGS = (StepCompleted, StepFailed, StepSkipped, StepCancelled, IterationFinished)
 # Inputs that only matter to an execution that is under way.
 _PROGRESS = (TaskSucceeded, TaskFailed, FireTimer, DeliverEvent, ChildExecutionEnded)
 
@@ -102,14 +107,17 @@ def handle(
                 _timer(d, require(definition, state), command.timer_id)
                 _progress(d, require(definition, state))
         case DeliverEvent():
-            if accepts_event(state.steps.get(command.step), command,
-                                                           state.received_events):
+            if accepts_event(state.steps.get(command.step), command, state.received_events):
                 _satisfy(d, require(definition, state), command.step, "event", command.event_type,
                          command.event_id, command.data, command.occurred_at, command.source)
         case SignalWorkflow():
             _signal(d, definition, command)
         case ChildExecutionEnded():
-            child_ended(d, command)
+            child_ended(d, definition, command)
+            if definition is not None:
+                _progress(d, definition)
+        case CancelStep():
+            _cancel_step(d, definition, command)
         case CancelWorkflow():
             cancel(d, definition if state.started else None, command)
             if definition is not None and d.state.status == "compensating":
@@ -160,17 +168,11 @@ def _progress(d: Decision, definition: WorkflowDefinition) -> None:
 
 
 def _advance(d: Decision, definition: WorkflowDefinition) -> None:
-    """Start every step whose dependencies are done; complete when all are."""
-    for step in definition.spec.steps:
-        if d.state.status != "running":
-            return
-        if d.state.step(step.name).status != "pending":
-            continue
-        if all(d.state.step(dep).status in STEP_DONE for dep in definition.dependencies[step.name]):
-            error = begin_step(d, definition, step)
-            if error is not None:
-                fail_step(d, definition, step, d.state.step(step.name).attempt, error)
-    if d.state.status == "running" and all(d.state.step(s.name).status in STEP_DONE for s in definition.spec.steps):
+    """Start every step whose join is satisfied, move blocks on; complete when all are done."""
+    def fail(step: Step, key: str, error: str) -> None:
+        fail_step(d, definition, step, d.state.step(key).attempt, error, key=key)
+
+    if advance_block(d, definition, definition.spec.steps, "", fail) == "completed" and d.state.status == "running":
         try:
             output = workflow_output(d.state, definition)
         except OutputError as exc:
@@ -181,7 +183,7 @@ def _advance(d: Decision, definition: WorkflowDefinition) -> None:
 
 def _attempt_failed(d: Decision, definition: WorkflowDefinition, failed: TaskFailed, *,
                     error: str | None = None) -> None:
-    step = definition.all_steps_by_name[failed.step]
+    step = definition.all_steps_by_name[leaf(failed.step)]
     policy = definition.retry_policy(step)
     # While compensating, only compensation steps get further attempts.
     retrying_allowed = d.state.status == "running" or step.name not in definition.steps_by_name
@@ -190,10 +192,10 @@ def _attempt_failed(d: Decision, definition: WorkflowDefinition, failed: TaskFai
     d.emit(StepAttemptFailed(failed.step, failed.attempt, message, failed.transient, will_retry,
                              failed.status_code, failed.breaker))
     if will_retry:
-        delay = retry_delay_ms(policy, failed.attempt, f"{d.state.execution_id}/{step.name}")
-        d.emit(TimerScheduled(retry_timer_id(step.name, failed.attempt + 1), d.now + delay))
+        delay = retry_delay_ms(policy, failed.attempt, f"{d.state.execution_id}/{failed.step}")
+        d.emit(TimerScheduled(retry_timer_id(failed.step, failed.attempt + 1), d.now + delay))
     else:
-        fail_step(d, definition, step, failed.attempt, message)
+        fail_step(d, definition, step, failed.attempt, message, key=failed.step)
 
 
 def _timer(d: Decision, definition: WorkflowDefinition, timer_id: str) -> None:
@@ -202,21 +204,25 @@ def _timer(d: Decision, definition: WorkflowDefinition, timer_id: str) -> None:
     if kind == "retry":
         name, _, attempt = rest.rpartition(":")
         if d.state.step(name).status == "retrying":
-            schedule_attempt(d, definition, definition.all_steps_by_name[name], int(attempt))
+            schedule_attempt(d, definition, definition.all_steps_by_name[leaf(name)], int(attempt), name)
     elif kind == "timeout":
         name, _, attempt = rest.rpartition(":")
         if is_current_attempt(d.state, name, int(attempt)):
-            limit = definition.attempt_timeout_ms(definition.all_steps_by_name[name])
+            limit = definition.attempt_timeout_ms(definition.all_steps_by_name[leaf(name)])
             timed_out = TaskFailed(d.state.execution_id, name, int(attempt), "", True, None, d.now, d.now)
             _attempt_failed(d, definition, timed_out, error=f"attempt timed out after {format_duration_ms(limit)}")
     elif kind == "wait":
-        step = definition.all_steps_by_name[rest]
+        step = definition.all_steps_by_name[leaf(rest)]
         wait = d.state.step(rest).wait
-        if d.state.step(rest).status == "waiting" and wait is not None:
-            what = f"event '{wait.event_type}'" if wait.event_type else f"signal '{wait.signal}'"
-            limit = definition.wait_timeout_ms(step) or 0
-            fail_step(d, definition, step, 1, f"no {what} within {format_duration_ms(limit)}",
-                      step.on_timeout or OnTimeout())
+        if d.state.step(rest).status != "waiting" or wait is None:
+            return
+        if step.type == "delay":
+            d.emit(StepCompleted(rest, 1, {"woke_at": d.now}))
+            return
+        what = f"event '{wait.event_type}'" if wait.event_type else f"signal '{wait.signal}'"
+        limit = definition.wait_timeout_ms(step) or 0
+        fail_step(d, definition, step, 1, f"no {what} within {format_duration_ms(limit)}",
+                  step.on_timeout or OnTimeout(), key=rest)
     elif timer_id == EXECUTION_TIMEOUT_TIMER:
         limit = definition.spec.config.execution_timeout_ms or 0
         end_failed(d, definition, f"execution timed out after {format_duration_ms(limit)}")
@@ -230,15 +236,36 @@ def _signal(d: Decision, definition: WorkflowDefinition | None, cmd: SignalWorkf
         return
     d.emit(SignalReceived(cmd.name, cmd.data, cmd.requested_by))
     definition = require(definition, state)
-    step = waiting_for_signal(definition, d.state.steps, cmd.name)
-    if step is not None:
-        _satisfy(d, definition, step.name, "signal", cmd.name, None, cmd.data)
+    cancelled = [key for key, step in d.state.steps.items() if step.status in STEP_ACTIVE
+                 and definition.all_steps_by_name[leaf(key)].cancel_on_signal == cmd.name]
+    for key in cancelled:
+        cancel_step(d, definition, key, f"signal '{cmd.name}'", cmd.requested_by)
+    key = waiting_for_signal(definition, d.state.steps, cmd.name)
+    if key is not None:
+        _satisfy(d, definition, key, "signal", cmd.name, None, cmd.data)
+    elif cancelled:
+        _progress(d, definition)
 
 
-def _satisfy(d: Decision, definition: WorkflowDefinition, name: str, kind: str, what: str,
+def _cancel_step(d: Decision, definition: WorkflowDefinition | None, cmd: CancelStep) -> None:
+    state = d.state
+    if not state.started or state.terminal or state.status == "compensating":
+        reason = "no such execution" if not state.started else f"execution already {state.status}"
+        d.emit(CommandRejected("CancelStep", f"step '{cmd.step}': {reason}", cmd.requested_by))
+        return
+    definition = require(definition, state)
+    if leaf(cmd.step) not in definition.steps_by_name:
+        d.emit(CommandRejected("CancelStep", f"step '{cmd.step}': no such step in "
+                               f"{definition.key}", cmd.requested_by))
+    elif not cancel_step(d, definition, cmd.step, cmd.reason, cmd.requested_by):
+        reject_cancel(d, cmd.step, cmd.requested_by)
+    _progress(d, definition)
+
+
+def _satisfy(d: Decision, definition: WorkflowDefinition, key: str, kind: str, what: str,
              event_id: str | None, data: Any, occurred_at: int | None = None, source: str | None = None) -> None:
-    step = definition.all_steps_by_name[name]
-    error = satisfy(d, definition, step, kind, what, event_id, data, occurred_at, source)
+    step = definition.all_steps_by_name[leaf(key)]
+    error = satisfy(d, definition, step, key, kind, what, event_id, data, occurred_at, source)
     if error is not None:
-        fail_step(d, definition, step, 1, error)
+        fail_step(d, definition, step, 1, error, key=key)
     _progress(d, definition)

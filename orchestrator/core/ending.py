@@ -16,8 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from .decision import Decision
-from .definition import OnFailure, OnTimeout, Step, WorkflowDefinition
+from .definition import OnFailure, OnTimeout, Step, SubWorkflowConfig, WorkflowDefinition
+from .keys import leaf, prefix_of
+from .scope import instance_scope
+from .templates import TemplateError, render_value
 from .events import (
+    StepCompleted,
     ChildExecutionRequested,
     CommandRejected,
     CompensationFinished,
@@ -39,18 +43,22 @@ def compensation_execution_id(execution_id: str) -> str:
 
 
 def fail_step(d: Decision, definition: WorkflowDefinition, step: Step, attempts: int, error: str,
-              reaction: OnFailure | OnTimeout | None = None) -> None:
-    """The step failed for good: record it and apply its failure (or timeout) action."""
+              reaction: OnFailure | OnTimeout | None = None, key: str | None = None) -> None:
+    """The step failed for good: record it and apply its failure (or timeout) action.
+
+    Inside a block, an action other than `continue` fails the block: the
+    switch, loop or for_each around it applies its own policy next."""
+    key = key or step.name
     if d.state.status == "compensating":
         # A compensation step's failure is recorded and the next one still runs;
         # a main step that was still in flight no longer decides anything.
         is_main = step.name in definition.steps_by_name
-        d.emit(StepFailed(step.name, attempts, error, "abandoned" if is_main else "continue"))
+        d.emit(StepFailed(key, attempts, error, "abandoned" if is_main else "continue"))
         return
     reaction = reaction or step.on_failure
     action = {"retry": "terminate", "fail": "terminate"}.get(reaction.action, reaction.action)
-    d.emit(StepFailed(step.name, attempts, error, action))
-    if action == "continue":
+    d.emit(StepFailed(key, attempts, error, action))
+    if action == "continue" or step.name in definition.parents:
         return
     reason = f"{reaction.message}: {error}" if reaction.message else f"step '{step.name}' failed: {error}"
     end_failed(d, definition, reason, step.name, compensate=action == "compensate",
@@ -61,7 +69,7 @@ def end_failed(d: Decision, definition: WorkflowDefinition, error: str, step: st
                compensate: bool = False, workflow: str | None = None) -> None:
     workflow = workflow or _planned_workflow(definition)
     if _compensates(d.state, definition, compensate, workflow):
-        _abandon(d, definition, ("retrying", "waiting"), "abandoned: the execution is compensating")
+        _abandon(d, definition, ("retrying", "waiting"), "abandoned: the execution is compensating", keep_calls=True)
         d.emit(CompensationStarted("failed", error, step, workflow))
     else:
         _abandon(d, definition, STEP_ACTIVE, "abandoned: the execution failed")
@@ -77,7 +85,7 @@ def cancel(d: Decision, definition: WorkflowDefinition | None, cmd: CancelWorkfl
     elif state.status == "compensating":
         d.emit(CommandRejected("CancelWorkflow", "execution is already compensating", cmd.requested_by))
     elif definition is not None and _compensates(state, definition, False, _planned_workflow(definition)):
-        _abandon(d, definition, ("retrying", "waiting"), "abandoned: the execution is compensating")
+        _abandon(d, definition, ("retrying", "waiting"), "abandoned: the execution is compensating", keep_calls=True)
         d.emit(CompensationStarted("cancelled", cmd.reason, None, _planned_workflow(definition), cmd.requested_by))
     else:
         if definition is not None:
@@ -90,7 +98,7 @@ def advance_compensation(d: Decision, definition: WorkflowDefinition) -> None:
     c = d.state.compensation
     if d.state.status != "compensating" or c is None or c.outcome is not None:
         return
-    if any(d.state.step(s.name).status == "running" for s in definition.spec.steps):
+    if any(_is_call_in_flight(definition, key, step.status) for key, step in d.state.steps.items()):
         return  # calls in flight first: compensation must see what they did
     if c.workflow is not None:
         if c.child_execution_id is None:
@@ -115,7 +123,10 @@ def advance_compensation(d: Decision, definition: WorkflowDefinition) -> None:
     _end_after_compensation(d)
 
 
-def child_ended(d: Decision, result: ChildExecutionEnded) -> None:
+def child_ended(d: Decision, definition: WorkflowDefinition | None, result: ChildExecutionEnded) -> None:
+    if result.relation == "subworkflow":
+        _subworkflow_ended(d, definition, result)
+        return
     c = d.state.compensation
     if (d.state.status != "compensating" or c is None or c.outcome is not None
             or c.child_execution_id != result.child_execution_id):
@@ -128,10 +139,33 @@ def child_ended(d: Decision, result: ChildExecutionEnded) -> None:
     _end_after_compensation(d)
 
 
+def _subworkflow_ended(d: Decision, definition: WorkflowDefinition | None, result: ChildExecutionEnded) -> None:
+    key = next((k for k, s in d.state.steps.items()
+                if s.child_execution_id == result.child_execution_id and s.status == "running"), None)
+    if key is None or definition is None or d.state.status != "running":
+        return  # the step was cancelled or the execution is ending: the child's news is late
+    step = definition.all_steps_by_name[leaf(key)]
+    config = step.config
+    assert isinstance(config, SubWorkflowConfig)
+    if result.status != "completed":
+        fail_step(d, definition, step, 1, f"sub-workflow '{config.workflow}' ({result.child_execution_id}) "
+                  f"{result.status}: {result.error}", key=key)
+        return
+    output = result.output
+    if step.output is not None:
+        scope = {**instance_scope(d.state, definition, prefix_of(key)), "response": result.output}
+        try:
+            output = render_value(step.output, scope, where=f"step '{step.name}': output")
+        except TemplateError as exc:
+            fail_step(d, definition, step, 1, str(exc), key=key)
+            return
+    d.emit(StepCompleted(key, 1, output))
+
+
 def compensation_context(state: ExecutionState, definition: WorkflowDefinition) -> dict[str, Any]:
     """A compensation workflow's input: what the ending execution knew."""
     c = state.compensation
-    steps = state.template_scope(tuple(definition.steps_by_name))["steps"]
+    steps = state.template_scope(tuple(s.name for s in definition.spec.steps))["steps"]
     return {
         "execution_id": state.execution_id,
         "workflow": state.workflow_name,
@@ -140,7 +174,7 @@ def compensation_context(state: ExecutionState, definition: WorkflowDefinition) 
         "trigger": c.trigger if c else None,
         "error": c.error if c else state.error,
         "failed_step": c.step if c else state.failed_step,
-        "steps": {name: steps[name] for name in definition.steps_by_name},
+        "steps": {s.name: steps[s.name] for s in definition.spec.steps},
     }
 
 
@@ -156,11 +190,22 @@ def _compensates(state: ExecutionState, definition: WorkflowDefinition, asked: b
     return asked or any(state.step(name).status == "completed" for name in definition.steps_by_name)
 
 
-def _abandon(d: Decision, definition: WorkflowDefinition, statuses: Any, error: str) -> None:
-    for step in definition.spec.steps:
-        current = d.state.step(step.name)
-        if current.status in statuses:
-            d.emit(StepFailed(step.name, current.attempt, error, "abandoned"))
+def _is_call_in_flight(definition: WorkflowDefinition, key: str, status: str) -> bool:
+    step = definition.steps_by_name.get(leaf(key))
+    return status == "running" and step is not None and step.type in ("service_call", "validation")
+
+
+def _abandon(d: Decision, definition: WorkflowDefinition, statuses: Any, error: str, *,
+             keep_calls: bool = False) -> None:
+    """Main steps still active end `failed` (action `abandoned`). With `keep_calls`,
+    calls in flight are let finish (compensation must see what they did); switches,
+    loops, for_each and workflow steps are abandoned all the same."""
+    for key, current in list(d.state.steps.items()):
+        if leaf(key) not in definition.steps_by_name:
+            continue
+        if current.status in statuses or (keep_calls and current.status == "running"
+                                          and not _is_call_in_flight(definition, key, current.status)):
+            d.emit(StepFailed(key, current.attempt, error, "abandoned"))
 
 
 def _end_after_compensation(d: Decision) -> None:

@@ -10,6 +10,11 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from .events import (
+    BranchChosen,
+    ItemsResolved,
+    IterationFinished,
+    IterationStarted,
+    StepCancelled,
     ChildExecutionRequested,
     CommandRejected,
     CompensationFinished,
@@ -31,7 +36,7 @@ from .events import (
     WorkflowStarted,
     WorkflowStartRejected,
 )
-from .state import Compensation, ExecutionState, StepState, Wait
+from .state import Block, Compensation, ExecutionState, StepState, Wait
 
 __all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id", "wait_timer_id",
            "EXECUTION_TIMEOUT_TIMER"]
@@ -145,11 +150,61 @@ def _step_failed(s: ExecutionState, e: StepFailed, r: RecordedEvent) -> Executio
         finished_at=r.recorded_at,
         finished_seq=r.sequence,
         wait=None,
+        failure_action=e.action,
     )
-    timers = _without_timer(s.timers, wait_timer_id(e.step))
-    for attempt in range(1, step.attempt + 2):
-        timers = _without_timer(_without_timer(timers, attempt_timer_id(e.step, attempt)), retry_timer_id(e.step, attempt))
-    return _with_step(s, e.step, step, timers=timers)
+    return _with_step(s, e.step, step, timers=_without_step_timers(s.timers, e.step, step.attempt))
+
+
+def _without_step_timers(timers: Mapping[str, int], key: str, attempts: int) -> Mapping[str, int]:
+    timers = _without_timer(timers, wait_timer_id(key))
+    for attempt in range(1, attempts + 2):
+        timers = _without_timer(_without_timer(timers, attempt_timer_id(key, attempt)), retry_timer_id(key, attempt))
+    return timers
+
+
+def _step_cancelled(s: ExecutionState, e: StepCancelled, r: RecordedEvent) -> ExecutionState:
+    current = s.step(e.step)
+    step = replace(current, status="cancelled", error=e.reason, finished_at=r.recorded_at,
+                   finished_seq=r.sequence, wait=None)
+    return _with_step(s, e.step, step, timers=_without_step_timers(s.timers, e.step, current.attempt))
+
+
+def _block_started(s: ExecutionState, key: str, block: Block, r: RecordedEvent) -> ExecutionState:
+    return _with_step(s, key, replace(s.step(key), status="running", attempt=1, started_at=r.recorded_at, block=block))
+
+
+def _branch_chosen(s: ExecutionState, e: BranchChosen, r: RecordedEvent) -> ExecutionState:
+    return _block_started(s, e.step, Block("switch", case=e.case), r)
+
+
+def _items_resolved(s: ExecutionState, e: ItemsResolved, r: RecordedEvent) -> ExecutionState:
+    return _block_started(s, e.step, Block("for_each", items=tuple(e.items)), r)
+
+
+def _iteration_started(s: ExecutionState, e: IterationStarted, r: RecordedEvent) -> ExecutionState:
+    step = s.step(e.step)
+    if step.block is None:  # a loop's first iteration starts the loop
+        s = _block_started(s, e.step, Block("loop"), r)
+        step = s.step(e.step)
+    assert step.block is not None
+    block = replace(step.block, started=max(step.block.started, e.index + 1), active=step.block.active | {e.index})
+    return _with_step(s, e.step, replace(step, block=block))
+
+
+def _iteration_finished(s: ExecutionState, e: IterationFinished, r: RecordedEvent) -> ExecutionState:
+    step = s.step(e.step)
+    block = step.block
+    assert block is not None
+    changes: dict[str, Any] = {"active": block.active - {e.index}}
+    if e.outcome == "completed":
+        changes["outputs"] = _frozen({**block.outputs, e.index: e.output})
+    elif e.outcome == "failed":
+        changes["failed"] = _frozen({**block.failed, e.index: e.error or ""})
+    # The iteration's steps are folded into its output: drop their states.
+    prefix = f"{e.step}[{e.index}]."
+    steps = {k: v for k, v in s.steps.items() if not k.startswith(prefix)}
+    steps[e.step] = replace(step, block=replace(block, **changes))
+    return replace(s, steps=_frozen(steps))
 
 
 def _skipped(s: ExecutionState, e: StepSkipped, r: RecordedEvent) -> ExecutionState:
@@ -214,6 +269,10 @@ def _compensation_started(s: ExecutionState, e: CompensationStarted, r: Recorded
 
 
 def _child_requested(s: ExecutionState, e: ChildExecutionRequested, r: RecordedEvent) -> ExecutionState:
+    if e.step is not None:
+        step = replace(s.step(e.step), status="running", attempt=1, started_at=r.recorded_at,
+                       child_execution_id=e.child_execution_id)
+        return _with_step(s, e.step, step)
     if e.relation == "compensation" and s.compensation is not None:
         return replace(s, compensation=replace(s.compensation, child_execution_id=e.child_execution_id))
     return s
@@ -245,6 +304,11 @@ APPLIERS: dict[type, Callable[[ExecutionState, Any, RecordedEvent], ExecutionSta
     CompensationStarted: _compensation_started,
     CompensationFinished: _compensation_finished,
     ChildExecutionRequested: _child_requested,
+    StepCancelled: _step_cancelled,
+    BranchChosen: _branch_chosen,
+    ItemsResolved: _items_resolved,
+    IterationStarted: _iteration_started,
+    IterationFinished: _iteration_finished,
 }
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .definition import WorkflowDefinition
-from .events import ChildExecutionRequested, RecordedEvent, StepWaiting
-from .messages import ChildExecutionEnded, StartWorkflow, WaitOpened
+from .events import ChildExecutionRequested, RecordedEvent, StepCancelled, StepFailed, StepWaiting
+from .messages import CancelWorkflow, ChildExecutionEnded, StartWorkflow, WaitOpened
 from .state import ExecutionState
 from .tasks import tasks_for
 
@@ -46,6 +46,12 @@ def outbox(before: ExecutionState, after: ExecutionState, definition: WorkflowDe
             out.append(Outgoing("commands", e.child_execution_id, StartWorkflow(
                 e.child_execution_id, e.workflow_name, e.workflow_version, e.input,
                 f"execution:{eid}", eid, e.relation)))
+        elif isinstance(e, (StepCancelled, StepFailed)) and _withdraws_child(before, e):
+            # A workflow step withdrawn before its child ended: the child is cancelled too.
+            child = before.step(e.step).child_execution_id
+            reason = e.reason if isinstance(e, StepCancelled) else e.error
+            out.append(Outgoing("commands", child, CancelWorkflow(child, f"parent step '{e.step}': {reason}",
+                                                                 f"execution:{eid}")))
         elif isinstance(e, StepWaiting) and e.event_type is not None:
             event_waits.add(e.step)
             out.append(Outgoing("waits", wait_key(eid, e.step),
@@ -59,3 +65,10 @@ def outbox(before: ExecutionState, after: ExecutionState, definition: WorkflowDe
             parent, eid, after.parent_relation or "", after.status,
             after.output if after.status == "completed" else None, after.error)))
     return out
+
+
+def _withdraws_child(before: ExecutionState, e: StepCancelled | StepFailed) -> bool:
+    step = before.step(e.step)
+    if step.child_execution_id is None or step.status != "running":
+        return False
+    return isinstance(e, StepCancelled) or e.action == "abandoned"

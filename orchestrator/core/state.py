@@ -11,16 +11,18 @@ __all__ = [
     "StepState",
     "Wait",
     "Compensation",
+    "Block",
     "EXECUTION_TERMINAL",
     "STEP_DONE",
     "STEP_ACTIVE",
+    "step_view",
 ]
 
 # Execution statuses: new (nothing recorded yet, never shown), pending, running,
 # compensating, completed, failed, cancelled.
 EXECUTION_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # A step in one of these no longer holds back its dependents.
-STEP_DONE = frozenset({"completed", "failed", "skipped"})
+STEP_DONE = frozenset({"completed", "failed", "skipped", "cancelled"})
 STEP_ACTIVE = frozenset({"running", "retrying", "waiting"})
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -51,6 +53,28 @@ class Compensation:
 
 
 @dataclass(frozen=True)
+class Block:
+    """What a running switch, loop or for_each knows about the blocks it runs.
+
+    Iteration outputs are kept (they are addressable); the states of the
+    steps of a finished iteration are not, so memory grows by one output
+    per iteration or item.
+    """
+
+    kind: str  # switch | loop | for_each
+    case: str | None = None  # switch: the chosen case
+    items: tuple[Any, ...] | None = None  # for_each: the resolved items
+    started: int = 0  # iterations or items started
+    active: frozenset[int] = frozenset()  # started and not finished
+    outputs: Mapping[int, Any] = field(default_factory=lambda: _EMPTY)  # index -> output, completed ones
+    failed: Mapping[int, str] = field(default_factory=lambda: _EMPTY)  # index -> error
+
+    @property
+    def iterations(self) -> list[Any]:
+        return [self.outputs.get(i) for i in range(self.started) if i not in self.active]
+
+
+@dataclass(frozen=True)
 class StepState:
     status: str = "pending"
     attempt: int = 0  # attempts started so far; the current one while running
@@ -60,6 +84,9 @@ class StepState:
     finished_at: int | None = None
     finished_seq: int | None = None  # sequence of the event that ended the step
     wait: Wait | None = None  # while a wait_for_event step is waiting
+    failure_action: str | None = None  # the StepFailed action, once failed
+    child_execution_id: str | None = None  # a workflow step's child execution
+    block: Block | None = None  # a switch, loop or for_each step's progress
 
 
 @dataclass(frozen=True)
@@ -99,21 +126,13 @@ class ExecutionState:
         """What `{{ ... }}` sees: input (sensitive values sealed), steps, execution.
 
         `step_names` adds steps that have not run yet, so `steps.x.completed`
-        is false rather than undefined.
+        is false rather than undefined. Steps of loop iterations and for_each
+        items are not here: see `scope.instance_scope`.
         """
-        names = dict.fromkeys((*step_names, *self.steps))
+        names = dict.fromkeys((*step_names, *(k for k in self.steps if "[" not in k)))
         return {
             "input": self.input,
-            "steps": {
-                name: {
-                    "output": step.output,
-                    "status": step.status,
-                    "completed": step.status == "completed",
-                    "error": step.error,
-                    "attempts": step.attempt,
-                }
-                for name, step in ((n, self.step(n)) for n in names)
-            },
+            "steps": {name: step_view(self.step(name)) for name in names},
             "execution": {
                 "id": self.execution_id,
                 "workflow": self.workflow_name,
@@ -125,3 +144,17 @@ class ExecutionState:
                 "failed_step": self.compensation.step if self.compensation else self.failed_step,
             },
         }
+
+
+def step_view(step: StepState) -> dict[str, Any]:
+    """What templates see of one step as `steps.<name>`."""
+    view = {
+        "output": step.output,
+        "status": step.status,
+        "completed": step.status == "completed",
+        "error": step.error,
+        "attempts": step.attempt,
+    }
+    if step.block is not None and step.block.kind == "loop":
+        view["iterations"] = step.block.iterations
+    return view

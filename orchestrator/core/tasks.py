@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .scope import scope_for
+from .keys import leaf, prefix_of
+from .scope import instance_scope, scope_for
 from .definition import WorkflowDefinition
 from .events import RecordedEvent, StepScheduled
 from .messages import ExecuteStep
@@ -19,17 +20,17 @@ def idempotency_key(execution_id: str, step: str) -> str:
 
 def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int,
              context: dict[str, Any] | None = None) -> ExecuteStep:
-    step = definition.all_steps_by_name[scheduled.step]
+    step = definition.all_steps_by_name[leaf(scheduled.step)]
     return ExecuteStep(
         execution_id=state.execution_id,
         workflow_name=state.workflow_name,
         workflow_version=state.workflow_version,
-        step_name=step.name,
+        step_name=scheduled.step,
         step_type=step.type,
         attempt=scheduled.attempt,
-        idempotency_key=idempotency_key(state.execution_id, step.name),
+        idempotency_key=idempotency_key(state.execution_id, scheduled.step),
         step=definition.steps_json[step.name],
-        context=context if context is not None else scope_for(state, definition),
+        context=context if context is not None else instance_scope(state, definition, prefix_of(scheduled.step)),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),
     )
@@ -41,10 +42,16 @@ def tasks_for(state: ExecutionState, definition: WorkflowDefinition | None,
     scheduled = [r for r in recorded if isinstance(r.event, StepScheduled)]
     if definition is None or not scheduled:
         return []
-    # One scope serves every task of this decision (parallel steps share it).
-    context = scope_for(state, definition)
-    return [
-        task_for(state, definition, r.event, r.recorded_at, context)
-        for r in scheduled
-        if r.event.step in definition.all_steps_by_name
-    ]
+    # One scope serves every task of this decision in the same block (parallel
+    # steps share it); each loop iteration or for_each item adds its own layer.
+    base = scope_for(state, definition)
+    contexts: dict[str, dict] = {}
+    tasks = []
+    for r in scheduled:
+        if leaf(r.event.step) not in definition.all_steps_by_name:
+            continue
+        prefix = prefix_of(r.event.step)
+        if prefix not in contexts:
+            contexts[prefix] = instance_scope(state, definition, prefix, base)
+        tasks.append(task_for(state, definition, r.event, r.recorded_at, contexts[prefix]))
+    return tasks

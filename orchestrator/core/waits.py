@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .scope import scope_for
+from .keys import leaf, prefix_of
+from .scope import instance_scope
 from .decision import Decision
 from .definition import Step, WaitForEventConfig, WorkflowDefinition
 from .events import StepCompleted, StepWaiting, WaitSatisfied
@@ -21,12 +22,12 @@ from .templates import TemplateError, render_value
 __all__ = ["open_wait", "satisfy", "accepts_event", "waiting_for_signal"]
 
 
-def open_wait(d: Decision, definition: WorkflowDefinition, step: Step) -> str | None:
+def open_wait(d: Decision, definition: WorkflowDefinition, step: Step, key: str) -> str | None:
     """Record StepWaiting (consuming a signal that already arrived); an error message
     when the filter cannot be resolved."""
     config = step.config
     assert isinstance(config, WaitForEventConfig)
-    scope = scope_for(d.state, definition)
+    scope = instance_scope(d.state, definition, prefix_of(key))
     try:
         resolved = render_value(config.filter, scope, where=f"step '{step.name}': config.filter")
     except TemplateError as exc:
@@ -34,28 +35,28 @@ def open_wait(d: Decision, definition: WorkflowDefinition, step: Step) -> str | 
     if not isinstance(resolved, dict):
         return f"step '{step.name}': config.filter must resolve to an object, not {type(resolved).__name__}"
     limit = definition.wait_timeout_ms(step)
-    d.emit(StepWaiting(step.name, config.event_type, config.signal, resolved,
+    d.emit(StepWaiting(key, config.event_type, config.signal, resolved,
                        d.now + limit if limit is not None else None))
     if config.signal is not None:
         for name, data in d.state.pending_signals:
             if name == config.signal:
-                return satisfy(d, definition, step, "signal", name, None, data)
+                return satisfy(d, definition, step, key, "signal", name, None, data)
     return None
 
 
-def satisfy(d: Decision, definition: WorkflowDefinition, step: Step, kind: str, name: str,
+def satisfy(d: Decision, definition: WorkflowDefinition, step: Step, key: str, kind: str, name: str,
             event_id: str | None, data: Any, occurred_at: int | None = None, source: str | None = None) -> str | None:
     """Record what the wait got and complete the step; an error message when the
     step's `output` mapping cannot be rendered (the caller fails the step)."""
-    d.emit(WaitSatisfied(step.name, kind, name, event_id, data, occurred_at, source))
+    d.emit(WaitSatisfied(key, kind, name, event_id, data, occurred_at, source))
     output = data
     if step.output is not None:
-        scope = {**scope_for(d.state, definition), "event": data, "response": data}
+        scope = {**instance_scope(d.state, definition, prefix_of(key)), "event": data, "response": data}
         try:
             output = render_value(step.output, scope, where=f"step '{step.name}': output")
         except TemplateError as exc:
             return str(exc)
-    d.emit(StepCompleted(step.name, 1, output))
+    d.emit(StepCompleted(key, 1, output))
     return None
 
 
@@ -69,12 +70,11 @@ def accepts_event(step: StepState | None, delivery: DeliverEvent, received: froz
             and filter_matches(step.wait.filter, delivery.data))
 
 
-def waiting_for_signal(definition: WorkflowDefinition, steps: dict[str, StepState] | Any, name: str) -> Step | None:
-    """The first step, in definition order, waiting for signal `name` (main steps
-    wait only while running, compensation steps only while compensating: the
-    other kind is never waiting then)."""
-    for step in definition.all_steps_by_name.values():
-        state = steps.get(step.name)
-        if state is not None and state.status == "waiting" and state.wait is not None and state.wait.signal == name:
-            return step
-    return None
+def waiting_for_signal(definition: WorkflowDefinition, steps: dict[str, StepState] | Any, name: str) -> str | None:
+    """The key of the first step, in definition order (then by key), waiting for
+    signal `name` (main steps wait only while running, compensation steps only
+    while compensating: the other kind is never waiting then)."""
+    order = {step_name: i for i, step_name in enumerate(definition.all_steps_by_name)}
+    waiting = [(order.get(leaf(key), len(order)), key) for key, state in steps.items()
+               if state.status == "waiting" and state.wait is not None and state.wait.signal == name]
+    return min(waiting)[1] if waiting else None

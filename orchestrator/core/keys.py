@@ -1,0 +1,47 @@
+"""Step keys: how one run of a step is named in events and state.
+
+A step outside loops and for_each is recorded under its name. A step of
+iteration (or item) `i` of the loop or for_each `x` is recorded as
+`x[i].step`, nested as `outer[1].inner[0].leaf`. Names never contain `[`,
+`]` or `.`, so a key splits back unambiguously.
+"""
+
+from __future__ import annotations
+
+__all__ = ["leaf", "prefix_of", "frames", "instance_prefix", "child_execution_id", "is_inner"]
+
+
+def leaf(key: str) -> str:
+    """The step's name in the definition: `x[2].charge` -> `charge`."""
+    return key.rpartition(".")[2]
+
+
+def prefix_of(key: str) -> str:
+    """What a key adds before a step name of its block: `x[2].charge` -> `x[2].`."""
+    head, dot, _ = key.rpartition(".")
+    return head + dot
+
+
+def is_inner(key: str) -> bool:
+    return "[" in key
+
+
+def instance_prefix(composite_key: str, index: int) -> str:
+    return f"{composite_key}[{index}]."
+
+
+def frames(prefix: str) -> list[tuple[str, int]]:
+    """The iterations a prefix lies in, outermost first: `a[1].b[0].` ->
+    [("a", 1), ("a[1].b", 0)] (each as the composite's key and the index)."""
+    out: list[tuple[str, int]] = []
+    consumed = ""
+    for segment in filter(None, prefix.split(".")):
+        name, _, index = segment.partition("[")
+        out.append((consumed + name, int(index.rstrip("]"))))
+        consumed += segment + "."
+    return out
+
+
+def child_execution_id(execution_id: str, key: str) -> str:
+    """A workflow step's child execution: `abc` + `pay[3].charge` -> `abc.pay.3.charge`."""
+    return f"{execution_id}.{key.replace('[', '.').replace(']', '')}"
