@@ -294,6 +294,76 @@ def attempt_timeout_then_execution_timeout() -> Recorder:
     return r.expect("failed", slow="failed")
 
 
+ORDERS = """\
+apiVersion: workflow/v1
+kind: Workflow
+metadata: {name: orders, version: "1"}
+spec:
+  config: {retry_policy: {max_attempts: 2, backoff: fixed, initial_delay: 2s, jitter: 0}}
+  input:
+    schema:
+      type: object
+      properties:
+        amount: {type: number}
+        lines: {type: array}
+  steps:
+    - name: route
+      type: switch
+      config:
+        cases:
+          - name: large
+            when: "{{ input.amount > 1000 }}"
+            steps: [{name: review, type: service_call, config: {service: review-service}}]
+        default: []
+    - name: reserve_all
+      type: for_each
+      config:
+        items: "{{ input.lines }}"
+        concurrency: 2
+        on_item_failure: collect
+        tolerated_failures: 1
+        step: {name: reserve, type: service_call, config: {service: stock-service, payload: {sku: "{{ item.sku }}"}}}
+    - name: confirm
+      type: loop
+      config:
+        max_iterations: 3
+        until: "{{ steps.check.output.confirmed }}"
+        steps: [{name: check, type: service_call, config: {service: stock-service}}]
+    - name: paid
+      type: wait_for_event
+      depends_on: [confirm]
+      config: {event_type: payment.received, filter: {order: "{{ execution.id }}"}}
+    - name: give_up
+      type: delay
+      depends_on: [confirm]
+      config: {duration: 1h}
+    - name: close
+      type: service_call
+      depends_on: [paid, give_up]
+      join: any
+      config: {service: stock-service}
+"""
+
+
+def orders_control_flow() -> Recorder:
+    """A switch, a for_each that tolerates one failed item, a loop until confirmed, and a
+    deferred choice between a payment event and a one-hour delay that the delay wins."""
+    r = Recorder(ORDERS, "orders.yaml")
+    r.feed(StartWorkflow(r.eid, "orders", "1", {"amount": 5000, "lines": [{"sku": "a"}, {"sku": "b"}, {"sku": "c"}]}))
+    r.ok("review", {"ok": True})  # the large case ends the switch; items 0 and 1 start
+    r.fail("reserve_all[1].reserve", 409)  # permanent: item 1 fails, tolerated; item 2 starts
+    r.fail("reserve_all[0].reserve", 503)  # transient: retried after 2s
+    r.fire("retry:reserve_all[0].reserve:2")
+    r.ok("reserve_all[2].reserve", {"reserved": "c"})
+    r.ok("reserve_all[0].reserve", {"reserved": "a"}, attempt=2)  # the for_each completes
+    r.ok("confirm[0].check", {"confirmed": False})
+    r.ok("confirm[1].check", {"confirmed": True})  # the loop ends; the wait and the delay open
+    r.fire("wait:give_up")  # the delay wins: the wait is cancelled, close starts
+    r.ok("close", {"closed": True})
+    return r.expect("completed", route="completed", reserve_all="completed", confirm="completed",
+                    paid="cancelled", give_up="completed", close="completed")
+
+
 SCENARIOS: dict[str, Callable[[], Recorder]] = {
     "seed_happy_path": seed_happy_path,
     "seed_wait_timeout_compensation_workflow": seed_wait_timeout_compensation_workflow,
@@ -302,6 +372,7 @@ SCENARIOS: dict[str, Callable[[], Recorder]] = {
     "seed_cancel_in_flight": seed_cancel_in_flight,
     "signal_wait_early_signal": signal_wait_early_signal,
     "attempt_timeout_then_execution_timeout": attempt_timeout_then_execution_timeout,
+    "orders_control_flow": orders_control_flow,
 }
 
 
