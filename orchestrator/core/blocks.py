@@ -157,43 +157,67 @@ def _advance_loop(d: Decision, definition: WorkflowDefinition, step: Step, key: 
 
 def _advance_for_each(d: Decision, definition: WorkflowDefinition, step: Step, key: str, config: ForEachConfig,
                       fail: Any) -> None:
-    single = config.step is not None
+    block = d.state.step(key).block
+    assert block is not None and block.items is not None
+    # Only items this decision touched can move: a for_each of 1,000 items costs
+    # per result what its item costs, not what every item in flight costs.
+    todo = sorted(_touched_items(d, key) & block.active)
     while d.state.step(key).status == "running":
-        block = d.state.step(key).block
-        assert block is not None and block.items is not None
-        for index in sorted(block.active):
-            prefix = instance_prefix(key, index)
-            result = advance_block(d, definition, config.block, prefix, fail)
-            if result is None or d.state.step(key).status != "running":
-                continue
-            if result == "completed":
-                outputs = {s.name: d.state.step(prefix + s.name).output for s in config.block}
-                output = outputs[config.block[0].name] if single else outputs
-                d.emit(IterationFinished(key, index, "completed", output))
-                continue
-            _cancel_all(d, definition, [prefix + s.name for s in config.block], f"item {index} failed")
-            d.emit(IterationFinished(key, index, "failed", None, result))
-            block = d.state.step(key).block
-            assert block is not None
-            tolerated = config.tolerated_failures if config.on_item_failure == "collect" else 0
-            if len(block.failed) > tolerated:
-                for other in sorted(block.active):
-                    _cancel_iteration(d, definition, key, other, config.block, "the for_each failed")
-                first = min(block.failed)
-                fail(step, key, f"{len(block.failed)} item(s) failed (tolerated: {tolerated}); "
-                                f"item {first}: {block.failed[first]}")
+        for index in todo:
+            if not _advance_item(d, definition, step, key, config, index, fail):
                 return
         block = d.state.step(key).block
-        if d.state.step(key).status != "running" or block is None or block.items is None:
-            return
-        if block.started < len(block.items) and len(block.active) < config.concurrency:
-            for index in range(block.started, min(len(block.items), block.started + config.concurrency
-                                                   - len(block.active))):
-                d.emit(IterationStarted(key, index))
-            continue  # advance the items just started
-        if not block.active and block.started == len(block.items):
-            d.emit(StepCompleted(key, 1, [block.outputs.get(i) for i in range(len(block.items))]))
-        return
+        assert block is not None and block.items is not None
+        free = config.concurrency - len(block.active)
+        todo = list(range(block.started, min(len(block.items), block.started + max(free, 0))))
+        if not todo:
+            break
+        for index in todo:
+            d.emit(IterationStarted(key, index))
+    block = d.state.step(key).block
+    if (d.state.step(key).status == "running" and block is not None and block.items is not None
+            and not block.active and block.started == len(block.items)):
+        d.emit(StepCompleted(key, 1, [block.outputs.get(i) for i in range(len(block.items))]))
+
+
+def _touched_items(d: Decision, key: str) -> set[int]:
+    """Indexes of `key`'s items that events of this decision name (`key[i]...`)."""
+    head = key + "["
+    touched = set()
+    for r in d.recorded:
+        name = getattr(r.event, "step", None)
+        if name == key and isinstance(r.event, IterationStarted):
+            touched.add(r.event.index)
+        elif isinstance(name, str) and name.startswith(head):
+            touched.add(int(name[len(head):name.index("]", len(head))]))
+    return touched
+
+
+def _advance_item(d: Decision, definition: WorkflowDefinition, step: Step, key: str, config: ForEachConfig,
+                  index: int, fail: Any) -> bool:
+    """Move item `index` on; False once the for_each itself has failed."""
+    prefix = instance_prefix(key, index)
+    result = advance_block(d, definition, config.block, prefix, fail)
+    if result is None or d.state.step(key).status != "running":
+        return True
+    if result == "completed":
+        outputs = {s.name: d.state.step(prefix + s.name).output for s in config.block}
+        output = outputs[config.block[0].name] if config.step is not None else outputs
+        d.emit(IterationFinished(key, index, "completed", output))
+        return True
+    _cancel_all(d, definition, [prefix + s.name for s in config.block], f"item {index} failed")
+    d.emit(IterationFinished(key, index, "failed", None, result))
+    block = d.state.step(key).block
+    assert block is not None
+    tolerated = config.tolerated_failures if config.on_item_failure == "collect" else 0
+    if len(block.failed) <= tolerated:
+        return True
+    for other in sorted(block.active):
+        _cancel_iteration(d, definition, key, other, config.block, "the for_each failed")
+    first = min(block.failed)
+    fail(step, key, f"{len(block.failed)} item(s) failed (tolerated: {tolerated}); "
+                    f"item {first}: {block.failed[first]}")
+    return False
 
 
 def cancel_step(d: Decision, definition: WorkflowDefinition, key: str, reason: str,

@@ -482,6 +482,10 @@ class WorkflowDefinition(_Model):
         return deps
 
     @cached_property
+    def loop_names(self) -> tuple[str, ...]:
+        return tuple(name for name, step in self.steps_by_name.items() if step.type == "loop")
+
+    @cached_property
     def parents(self) -> dict[str, str]:
         """Each step inside a block -> the composite step that runs the block."""
         return {inner.name: step.name for step in _walk(self.spec.steps)
@@ -512,4 +516,4 @@ class WorkflowDefinition(_Model):
         return step.timeout_ms
 
 
-_CACHED = ("steps_by_name", "all_steps_by_name", "steps_json", "dependencies", "parents")
+_CACHED = ("steps_by_name", "all_steps_by_name", "steps_json", "dependencies", "parents", "loop_names")

@@ -197,7 +197,7 @@ def _iteration_finished(s: ExecutionState, e: IterationFinished, r: RecordedEven
     assert block is not None
     changes: dict[str, Any] = {"active": block.active - {e.index}}
     if e.outcome == "completed":
-        changes["outputs"] = _frozen({**block.outputs, e.index: e.output})
+        changes["outputs"] = block.outputs.with_output(e.index, e.output)
     elif e.outcome == "failed":
         changes["failed"] = _frozen({**block.failed, e.index: e.error or ""})
     # The iteration's steps are folded into its output: drop their states.

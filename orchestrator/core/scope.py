@@ -33,6 +33,10 @@ def scope_for(state: ExecutionState, definition: WorkflowDefinition, *, main_onl
     names = definition.steps_by_name if main_only else definition.all_steps_by_name
     scope = state.template_scope(tuple(names))
     scope["input"] = with_declared_nulls(scope["input"], definition.spec.input.schema_)
+    for name in definition.loop_names:  # a loop's `while` reads its iterations before there are any
+        view = scope["steps"].get(name)
+        if view is not None and "iterations" not in view:
+            view["iterations"] = []
     return scope
 
 

@@ -372,3 +372,18 @@ def test_replaying_the_history_reproduces_the_state():
     start(s, {"items": [{"id": i} for i in range(4)]})
     bad(s, "each[0].charge")
     assert fold_history(s.state.execution_id, s.history) == s.state
+
+
+def test_a_while_condition_reads_the_iterations_before_the_first_one():
+    s = flow("""
+    - name: retry
+      type: loop
+      config:
+        max_iterations: 5
+        while: "{{ steps.retry.iterations | length < 2 }}"
+        steps: [{name: tick, type: service_call, config: {service: svc}}]
+""")
+    assert scheduled(start(s)) == ["retry[0].tick"]
+    ok(s, "retry[0].tick", 1)
+    events = ok(s, "retry[1].tick", 2)
+    assert StepCompleted("retry", 1, {"tick": 2}) in events
