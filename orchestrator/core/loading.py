@@ -102,21 +102,42 @@ def _parse(data: Any, file: str) -> tuple[WorkflowDefinition | None, list[Proble
     return None, list(dict.fromkeys(problems))
 
 
+# Where steps sit: the top-level and compensation lists, then, inside a step,
+# a switch case's steps, a switch's default, a loop's or for_each's steps, a for_each's step.
+_STEP_LISTS = (("spec", "steps", int), ("spec", "compensation", "steps", int))
+_INNER_STEPS = (("config", "cases", int, "steps", int), ("config", "default", int), ("config", "steps", int),
+                ("config", "step"))  # fmt: skip
+
+
+def _step_ends(loc: Loc) -> list[int]:
+    """The lengths of the prefixes of `loc` that point at a step, outermost first."""
+    def fits(start: int, pattern: tuple[Any, ...]) -> bool:
+        part = loc[start : start + len(pattern)]
+        return len(part) == len(pattern) and all(
+            isinstance(p, int) if want is int else p == want for p, want in zip(part, pattern))
+
+    ends = [len(p) for p in _STEP_LISTS if fits(0, p)][:1]
+    while ends:
+        inner = next((p for p in _INNER_STEPS if fits(ends[-1], p)), None)
+        if inner is None:
+            break
+        ends.append(ends[-1] + len(inner))
+    return ends
+
+
 def _is_step_loc(loc: Loc) -> bool:
-    return (len(loc) == 3 and loc[:2] == ("spec", "steps")) or (
-        len(loc) == 4 and loc[:3] == ("spec", "compensation", "steps")
-    )
+    ends = _step_ends(loc)
+    return bool(ends) and ends[-1] == len(loc)
 
 
 def _locate(loc: Loc, data: Any) -> tuple[str | None, str]:
-    """(step name, field within the step) or (None, path from the root)."""
-    for prefix in (("spec", "steps"), ("spec", "compensation", "steps")):
-        n = len(prefix)
-        if loc[:n] == prefix and len(loc) > n and isinstance(loc[n], int):
-            raw = _get(data, loc[: n + 1])
+    """(name of the innermost step, field within it) or (None, path from the root)."""
+    for end in reversed(_step_ends(loc)):
+        if len(loc) > end:
+            raw = _get(data, loc[:end])
             name = raw.get("name") if isinstance(raw, dict) else None
             if isinstance(name, str) and name:
-                return name, _loc_text(loc[n + 1 :])
+                return name, _loc_text(loc[end:])
     return None, _loc_text(loc)
 
 
@@ -214,9 +235,25 @@ def _with_line(problem: Problem, data: Any, lines: dict[Loc, int]) -> Problem:
 
 
 def _step_loc(name: str, data: Any) -> Loc:
-    for prefix in (("spec", "steps"), ("spec", "compensation", "steps")):
-        steps = _get(data, prefix)
-        for i, raw in enumerate(steps if isinstance(steps, list) else ()):
-            if isinstance(raw, dict) and raw.get("name") == name:
-                return (*prefix, i)
+    """Where the step called `name` sits in the raw data (blocks searched too, outer ones first), or ()."""
+    todo = [*_listed(("spec", "steps"), data), *_listed(("spec", "compensation", "steps"), data)]
+    while todo:
+        loc, raw = todo.pop(0)
+        if raw.get("name") == name:
+            return loc
+        config = raw.get("config")
+        if not isinstance(config, dict):
+            continue
+        cases = config.get("cases")
+        for j in range(len(cases) if isinstance(cases, list) else 0):
+            todo += _listed((*loc, "config", "cases", j, "steps"), data)
+        todo += [*_listed((*loc, "config", "default"), data), *_listed((*loc, "config", "steps"), data)]
+        if isinstance(config.get("step"), dict):
+            todo.append(((*loc, "config", "step"), config["step"]))
     return ()
+
+
+def _listed(prefix: Loc, data: Any) -> list[tuple[Loc, dict[str, Any]]]:
+    steps = _get(data, prefix)
+    listed = steps if isinstance(steps, list) else []
+    return [((*prefix, i), raw) for i, raw in enumerate(listed) if isinstance(raw, dict)]

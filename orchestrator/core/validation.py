@@ -2,7 +2,8 @@
 
 `check_definition` returns every problem it finds (never raises), each naming
 the file, the step and the field, so `orchestrator definitions validate` can
-print them all at once. Template rules live in `validation_templates`.
+print them all at once. The rules of blocks, composite steps, joins and
+triggers live in `validation_blocks`; template rules in `validation_templates`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 
 from .definition import ServiceCallConfig, Step, ValidationConfig, WaitForEventConfig, WorkflowDefinition
+
+if TYPE_CHECKING:
+    from .validation_blocks import Layout
 
 __all__ = ["Problem", "check_definition", "BUILTIN_RULES", "declared_properties", "suggest"]
 
@@ -54,11 +58,18 @@ def suggest(name: str, choices: Iterable[str]) -> str:
 def check_definition(
     defn: WorkflowDefinition, *, file: str, known_services: set[str] | None = None
 ) -> list[Problem]:
-    from .validation_templates import check_templates  # it imports Problem from here
+    # Both modules import `Problem` and `suggest` from here.
+    from .validation_blocks import Layout, check_control_flow, check_graph, check_triggers
+    from .validation_templates import check_templates
 
     checker = _Checker(defn, file, known_services)
-    checker.run()
-    check_templates(defn, checker.ancestors, checker.add)
+    layout = Layout(defn)
+    checker.names(layout)
+    check_graph(layout, checker.add)
+    checker.run(layout)
+    check_control_flow(defn, layout, checker.add)
+    check_triggers(defn, checker.add)
+    check_templates(defn, layout, checker.add)
     return list(dict.fromkeys(checker.problems))  # same problem once, in order
 
 
@@ -66,7 +77,6 @@ class _Checker:
     def __init__(self, defn: WorkflowDefinition, file: str, known_services: set[str] | None) -> None:
         self.defn, self.file, self.known_services = defn, file, known_services
         self.problems: list[Problem] = []
-        self.ancestors: dict[str, frozenset[str]] = {}
         comp = defn.spec.compensation
         self.comp_steps: tuple[Step, ...] = comp.steps if comp else ()
         self.has_compensation = bool(comp and (comp.steps or comp.workflow))
@@ -74,12 +84,11 @@ class _Checker:
     def add(self, step: str | None, field: str, message: str) -> None:
         self.problems.append(Problem(self.file, step, field, message))
 
-    def run(self) -> None:
-        self._names()
-        self._graph()
+    def run(self, layout: Layout) -> None:
         self._schemas()
-        for step in self.defn.spec.steps:
-            self._step(step, compensation=False)
+        for block in layout.blocks:  # every main step, those inside blocks included
+            for step in block.steps:
+                self._step(step, compensation=False)
         for step in self.comp_steps:
             self._step(step, compensation=True)
         self._policy(None, "spec.config.retry_policy", self.defn.spec.config.retry_policy)
@@ -87,12 +96,16 @@ class _Checker:
         if comp is not None and comp.steps and comp.workflow:
             self.add(None, "spec.compensation", "give either steps or workflow, not both")
 
-    def _names(self) -> None:
+    def names(self, layout: Layout) -> None:
+        """Step names are unique across the whole definition: blocks and compensation included."""
         main: set[str] = set()
-        for step in self.defn.spec.steps:
-            if step.name in main:
-                self.add(step.name, "name", f"duplicate step name '{step.name}'")
-            main.add(step.name)
+        for block in layout.blocks:
+            for step in block.steps:
+                if step.name in main:
+                    nested = block.owner is not None or layout.block_of[step.name].owner is not None
+                    where = " (names are unique across the whole definition, blocks included)" if nested else ""
+                    self.add(step.name, "name", f"duplicate step name '{step.name}'{where}")
+                main.add(step.name)
         seen: set[str] = set()
         for step in self.comp_steps:
             if step.name in seen:
@@ -101,33 +114,6 @@ class _Checker:
                 # One row per (execution, step) in step_executions: names must not clash.
                 self.add(step.name, "name", f"compensation step name '{step.name}' is also a main step")
             seen.add(step.name)
-
-    def _graph(self) -> None:
-        names = set(self.defn.steps_by_name)
-        deps = self.defn.dependencies
-        for step in self.defn.spec.steps:
-            for dep in step.depends_on or ():
-                if dep not in names:
-                    self.add(step.name, "depends_on", f"unknown step '{dep}'{suggest(dep, names)}")
-        # A duplicated name makes the later step "follow itself" implicitly;
-        # that is the duplicate's problem (reported above), not a cycle.
-        explicit_self = {s.name for s in self.defn.spec.steps if s.name in (s.depends_on or ())}
-        known = {
-            name: tuple(d for d in deps[name] if d in names and (d != name or name in explicit_self))
-            for name in deps
-        }
-        for cycle in _cycles(known):
-            path = " -> ".join(cycle)
-            self.add(cycle[0], "depends_on", f"dependency cycle: {path} (each step depends on the next)")
-        for name in known:
-            reached: set[str] = set()
-            todo = list(known[name])
-            while todo:
-                dep = todo.pop()
-                if dep not in reached:
-                    reached.add(dep)
-                    todo.extend(known[dep])
-            self.ancestors[name] = frozenset(reached)
 
     def _schemas(self) -> None:
         spec = self.defn.spec
@@ -241,26 +227,3 @@ def _meta_errors(schema: Any) -> tuple[tuple[str, str], ...]:
         suffix = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
         found.append((suffix, error.message))
     return tuple(dict.fromkeys(found))
-
-
-def _cycles(deps: Mapping[str, tuple[str, ...]]) -> list[list[str]]:
-    """Each cycle found by an iterative depth-first search, as a closed path."""
-    state = dict.fromkeys(deps, 0)  # 0 new, 1 on the current path, 2 done
-    cycles: list[list[str]] = []
-    for start in deps:
-        if state[start]:
-            continue
-        state[start] = 1
-        path, stack = [start], [iter(deps[start])]
-        while stack:
-            nxt = next(stack[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                stack.pop()
-            elif state[nxt] == 1:
-                cycles.append(path[path.index(nxt):] + [nxt])
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                path.append(nxt)
-                stack.append(iter(deps[nxt]))
-    return cycles
