@@ -37,7 +37,10 @@ def advance_block(d: Decision, definition: WorkflowDefinition, steps: tuple[Step
     Returns None while the block runs, "completed" once every step ended, or
     the error of a step that failed the block.
     """
+    failure = _block_failure(d, steps, prefix)
     for step in steps:
+        if failure is not None:
+            return failure  # a failed block starts nothing more: its composite decides next
         if d.state.status not in ("running", "compensating"):
             return None
         key = prefix + step.name
@@ -51,12 +54,17 @@ def advance_block(d: Decision, definition: WorkflowDefinition, steps: tuple[Step
         current = d.state.step(key)
         if current.status == "running" and current.block is not None:
             _advance_composite(d, definition, step, key, fail)
+        failure = _block_failure(d, (step,), prefix)
+    if failure is None and all(d.state.step(prefix + step.name).status in STEP_DONE for step in steps):
+        return "completed"
+    return failure
+
+
+def _block_failure(d: Decision, steps: tuple[Step, ...], prefix: str) -> str | None:
     for step in steps:
         current = d.state.step(prefix + step.name)
         if current.status == "failed" and current.failure_action not in ("continue", "abandoned"):
             return f"step '{step.name}' failed: {current.error}"
-    if all(d.state.step(prefix + step.name).status in STEP_DONE for step in steps):
-        return "completed"
     return None
 
 

@@ -387,3 +387,22 @@ def test_a_while_condition_reads_the_iterations_before_the_first_one():
     ok(s, "retry[0].tick", 1)
     events = ok(s, "retry[1].tick", 2)
     assert StepCompleted("retry", 1, {"tick": 2}) in events
+
+
+def test_a_failed_item_starts_none_of_its_later_steps():
+    s = flow("""
+    - name: each
+      type: for_each
+      config:
+        items: [1, 2]
+        concurrency: 2
+        on_item_failure: collect
+        tolerated_failures: 2
+        steps:
+          - {name: charge, type: service_call, config: {service: svc}}
+          - {name: receipt, type: service_call, config: {service: svc}}
+""")
+    start(s)
+    events = bad(s, "each[1].charge")
+    assert scheduled(events) == []
+    assert IterationFinished("each", 1, "failed", None, "step 'charge' failed: HTTP 400") in events
