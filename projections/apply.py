@@ -5,11 +5,17 @@ The projector loads the current rows of the executions in a batch into
 writes back the rows that changed (see `projections.batch`). The appliers
 mirror the decider's `orchestrator.core.evolve` (the `orchestrator replay`
 audit compares its fold against these rows) with additions the core state
-does not need: one `pending` row per step of the definition at start, each
-step's type, the skip reason (`status_reason`), the step's phase (a row first
-created while the execution is compensating is a compensation step), what a
-wait_for_event step waited for (`waiting_for`, kept after the wait ends) and
-the last circuit breaker state an attempt reported (`breaker`).
+does not need: one `pending` row per top-level step of the definition at
+start, each step's type, the skip reason (`status_reason`), the step's phase
+(a row first created while the execution is compensating is a compensation
+step), what a wait_for_event step waited for (`waiting_for`, kept after the
+wait ends), the last circuit breaker state an attempt reported (`breaker`),
+and the composite step that runs a step inside a block (`parent_step`).
+
+Steps inside blocks get their rows when first touched: a switch case's step
+under its own name, a step of loop iteration / for_each item `i` under its
+key (`pay_all[3].charge`). The core drops an iteration's step states when the
+iteration ends; their rows stay.
 
 Re-applying an event is harmless: an event whose sequence is not above the
 execution's `last_sequence` changes no row, and its history row is inserted
@@ -22,13 +28,18 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from orchestrator.core.events import (
+    BranchChosen,
     ChildExecutionRequested,
     CommandRejected,
     CompensationFinished,
     CompensationStarted,
+    ItemsResolved,
+    IterationFinished,
+    IterationStarted,
     RecordedEvent,
     SignalReceived,
     StepAttemptFailed,
+    StepCancelled,
     StepCompleted,
     StepFailed,
     StepScheduled,
@@ -45,6 +56,14 @@ from orchestrator.core.events import (
 )
 from orchestrator.core.sensitive import redact
 
+from .control_flow import (
+    branch_chosen,
+    items_resolved,
+    iteration_finished,
+    iteration_started,
+    step_cancelled,
+    subworkflow_requested,
+)
 from .rows import (
     DefinitionShape,
     ExecutionRow,
@@ -171,11 +190,13 @@ def waiting_for(event_type: str | None, signal: str | None) -> str | None:
 
 
 def step_waiting(view: ExecutionView, r: RecordedEvent, e: StepWaiting, shapes: ShapeLookup) -> None:
+    """A wait for an event or a signal; or a delay step (neither), which wakes at `timeout_at`."""
     step = view.step(e.step, shapes)
     step.status = "waiting"
     step.attempts = 1
     step.started_at = timestamp(r.recorded_at)
     step.waiting_for = waiting_for(e.event_type, e.signal)
+    step.wait_until = timestamp(e.timeout_at)
 
 
 def compensation_started(view: ExecutionView, r: RecordedEvent, e: CompensationStarted,
@@ -191,6 +212,10 @@ def compensation_started(view: ExecutionView, r: RecordedEvent, e: CompensationS
 
 def child_execution_requested(view: ExecutionView, r: RecordedEvent, e: ChildExecutionRequested,
                               shapes: ShapeLookup) -> None:
+    """A workflow step's child (it runs until the child ends), or the compensation workflow."""
+    if e.step is not None:
+        subworkflow_requested(view, r, e, shapes)
+        return
     row = _execution(view)
     if e.relation == "compensation" and row.compensation_status is not None:
         row.compensation_execution_id = e.child_execution_id
@@ -253,6 +278,11 @@ APPLIERS: Mapping[type, Applier] = {
     CompensationStarted: compensation_started,
     ChildExecutionRequested: child_execution_requested,
     CompensationFinished: compensation_finished,
+    StepCancelled: step_cancelled,
+    BranchChosen: branch_chosen,
+    ItemsResolved: items_resolved,
+    IterationStarted: iteration_started,
+    IterationFinished: iteration_finished,
 }
 
 _STARTS = (WorkflowStarted, WorkflowStartRejected)

@@ -91,7 +91,9 @@ STEP_TYPES = {
     "execution_id": "text", "step_name": "text", "step_type": "text", "status": "text", "attempts": "int",
     "output": "jsonb", "error": "text", "status_reason": "text", "started_at": "timestamptz",
     "finished_at": "timestamptz", "updated_at": "timestamptz", "phase": "text", "waiting_for": "text",
-    "breaker": "text",
+    "breaker": "text", "parent_step": "text", "child_execution_id": "text", "branch": "text",
+    "items_total": "int", "iterations_started": "int", "iterations_completed": "int",
+    "iterations_failed": "int", "wait_until": "timestamptz",
 }
 HISTORY_TYPES = {
     "execution_id": "text", "sequence": "int", "event_type": "text", "recorded_at": "timestamptz",

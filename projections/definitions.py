@@ -1,5 +1,6 @@
 """Workflow definitions for the projection: rows of `workflow_definitions` and
-the step lists (`DefinitionShape`) that WorkflowStarted needs.
+the step lists (`DefinitionShape`) that WorkflowStarted needs (and the steps
+inside switch, loop and for_each blocks, with the composite that runs each).
 
 Shapes are parsed once per (name, version, digest) and kept in memory. A
 WorkflowStarted whose definition is neither cached nor in the table (the
@@ -77,15 +78,33 @@ def _raw_shape(source: str) -> DefinitionShape:
     doc = yaml.safe_load(source)
     spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
 
-    def pairs(steps: Any) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (str(s.get("name")), str(s.get("type")))
-            for s in (steps if isinstance(steps, list) else [])
-            if isinstance(s, dict) and s.get("name")
-        )
+    def listed(steps: Any) -> list[dict[str, Any]]:
+        return [s for s in (steps if isinstance(steps, list) else []) if isinstance(s, dict) and s.get("name")]
 
+    def pairs(steps: Any) -> tuple[tuple[str, str], ...]:
+        return tuple((str(s.get("name")), str(s.get("type"))) for s in listed(steps))
+
+    def blocks(step: dict[str, Any]) -> list[Any]:
+        config = step.get("config")
+        if not isinstance(config, dict):
+            return []
+        cases = config.get("cases") if isinstance(config.get("cases"), list) else []
+        return [*(c.get("steps") for c in cases if isinstance(c, dict)), config.get("default"),
+                config.get("steps"), [config.get("step")]]
+
+    inner: list[tuple[str, str, str]] = []
+
+    def walk(steps: Any) -> None:
+        for step in listed(steps):
+            for block in blocks(step):
+                inner.extend((str(s.get("name")), str(s.get("type")), str(step["name"])) for s in listed(block))
+                walk(block)
+
+    walk(spec.get("steps"))
     compensation = spec.get("compensation") or {}
-    return DefinitionShape(pairs(spec.get("steps")), pairs(compensation.get("steps") if isinstance(compensation, dict) else None))
+    return DefinitionShape(pairs(spec.get("steps")),
+                           pairs(compensation.get("steps") if isinstance(compensation, dict) else None),
+                           tuple(inner))
 
 
 def parse_shape(registered: DefinitionRegistered) -> DefinitionShape:
@@ -102,9 +121,11 @@ def parse_shape(registered: DefinitionRegistered) -> DefinitionShape:
         except Exception:
             return DefinitionShape(())
     compensation = definition.spec.compensation
+    steps = definition.steps_by_name
     return DefinitionShape(
         tuple((s.name, s.type) for s in definition.spec.steps),
         tuple((s.name, s.type) for s in compensation.steps) if compensation else (),
+        tuple((name, steps[name].type, parent) for name, parent in definition.parents.items()),
     )
 
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from orchestrator.core.events import RecordedEvent
+from orchestrator.core.keys import frames, leaf, prefix_of
 from orchestrator.core.sensitive import redact
 
 __all__ = ["DefinitionShape", "ExecutionRow", "ExecutionView", "HistoryRow", "ShapeLookup", "StepRow",
-           "event_payload", "history_row", "timestamp"]
+           "event_payload", "history_row", "parent_step", "timestamp"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -24,16 +25,52 @@ def timestamp(epoch_ms: int | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class DefinitionShape:
-    """What the projection needs of a definition: its steps and their types."""
+    """What the projection needs of a definition: its steps, their types, and
+    which composite step runs each step inside a block."""
 
     steps: tuple[tuple[str, str], ...]  # (name, type) of spec.steps, in order
     compensation: tuple[tuple[str, str], ...] = ()  # spec.compensation.steps
+    # (name, type, composite) of the steps inside switch cases and loop and for_each bodies
+    inner: tuple[tuple[str, str, str], ...] = ()
+    _types: dict[str, str] = field(init=False, repr=False, compare=False)
+    _parents: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    def step_type(self, name: str) -> str | None:
-        for step_name, step_type in (*self.steps, *self.compensation):
-            if step_name == name:
-                return step_type
-        return None
+    def __post_init__(self) -> None:
+        types = {name: step_type for name, step_type, _ in self.inner}
+        types.update((*self.steps, *self.compensation))
+        object.__setattr__(self, "_types", types)
+        object.__setattr__(self, "_parents", {name: parent for name, _, parent in self.inner})
+
+    def step_type(self, key: str) -> str | None:
+        """The type of the step recorded under `key` (`pay_all[3].charge`: step `charge`)."""
+        return self._types.get(leaf(key))
+
+    def is_compensation(self, key: str) -> bool:
+        name = leaf(key)
+        return any(step_name == name for step_name, _ in self.compensation)
+
+    def parent_step(self, key: str) -> str | None:
+        return parent_step(key, self._parents)
+
+
+def parent_step(key: str, parents: Mapping[str, str]) -> str | None:
+    """The key of the composite step whose block runs the step recorded under `key`.
+
+    `parents` maps a step name inside a block to its composite's name (the
+    definition's `parents`). A switch case's step `refund` -> `route`; item 3
+    of for_each `pay_all`: `pay_all[3].charge` -> `pay_all`; nested,
+    `outer[1].inner[0].leaf` -> `outer[1].inner`; a switch inside a loop's
+    body, `retry[2].refund` -> `retry[2].route`. Without the definition
+    (`parents` empty) an iteration's step still gets its loop or for_each.
+    """
+    composite = parents.get(leaf(key))
+    prefix = prefix_of(key)
+    if not prefix:
+        return composite
+    iteration_of = frames(prefix)[-1][0]  # the loop or for_each whose iteration this is
+    if composite is None or leaf(iteration_of) == composite:
+        return iteration_of
+    return prefix + composite  # a switch (or any composite) inside the iteration
 
 
 ShapeLookup = Callable[[str, "str | None"], "DefinitionShape | None"]
@@ -92,10 +129,20 @@ class StepRow:
     phase: str = "main"  # main | compensation
     waiting_for: str | None = None  # a wait_for_event step: the event type or "signal:<name>"
     breaker: str | None = None  # the last circuit breaker state an attempt reported
+    parent_step: str | None = None  # the composite whose block runs this step (see `parent_step`)
+    child_execution_id: str | None = None  # a workflow step's child execution
+    branch: str | None = None  # a switch: the chosen case
+    items_total: int | None = None  # a for_each: how many items
+    iterations_started: int | None = None  # a loop or for_each: iterations (items) started,
+    iterations_completed: int | None = None  # ... ended completed,
+    iterations_failed: int | None = None  # ... ended failed
+    wait_until: datetime | None = None  # a waiting step: when its timer fires (a delay wakes)
 
     COLUMNS = (
         "execution_id", "step_name", "step_type", "status", "attempts", "output", "error",
         "status_reason", "started_at", "finished_at", "updated_at", "phase", "waiting_for", "breaker",
+        "parent_step", "child_execution_id", "branch", "items_total", "iterations_started",
+        "iterations_completed", "iterations_failed", "wait_until",
     )
 
 
@@ -130,19 +177,22 @@ class ExecutionView:
     touched: set[str] = field(default_factory=set)  # steps changed by the current event
 
     def step(self, name: str, shapes: ShapeLookup) -> StepRow:
-        """The step's row, created `pending` when the execution has none yet
-        (a compensation step, or a definition that could not be found). Its phase
-        comes from the definition; without one, a row created while the execution
-        is compensating is in the compensation phase."""
+        """The step's row, created `pending` when the execution has none yet (a
+        compensation step, a step inside a block, or a definition that could not
+        be found). Its type, phase and parent come from the definition (a key
+        like `pay_all[3].charge` is step `charge` of it); without one, a row
+        created while the execution is compensating is in the compensation
+        phase, and an iteration's step still gets its loop or for_each as parent."""
         row = self.steps.get(name)
         if row is None:
             shape = self._shape(shapes)
             if shape is not None and shape.compensation:  # the definition says
-                compensating = any(step_name == name for step_name, _ in shape.compensation)
+                compensating = shape.is_compensation(name)
             else:
                 compensating = self.execution is not None and self.execution.status == "compensating"
             row = StepRow(self.execution_id, name, shape.step_type(name) if shape else None,
-                          phase="compensation" if compensating else "main")
+                          phase="compensation" if compensating else "main",
+                          parent_step=shape.parent_step(name) if shape else parent_step(name, {}))
             self.steps[name] = row
         self.touched.add(name)
         return row

@@ -5,7 +5,9 @@ keeping only its key. `replay` folds the events through the core's `evolve`
 and compares the result with the PostgreSQL projection: the audit tool.
 `replay --all` checks every execution in one pass over the events topic, up
 to the offsets the projection has stored (what it has seen), so a projector
-that lags behind is not a difference.
+that lags behind is not a difference. The core drops the states of a loop
+iteration's (or for_each item's) steps when it ends; their rows stay, and are
+compared only while the state still has them.
 Values at sensitive places (sealed inputs, secret-named fields) print as "***".
 """
 
@@ -21,14 +23,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..codec import Codec, DecodeError
-from ..core.events import RecordedEvent
+from ..core.events import ItemsResolved, RecordedEvent
 from ..core.evolve import evolve, initial_state
+from ..core.keys import frames, prefix_of
 from ..core.sensitive import redact
 from ..core.state import ExecutionState, StepState
 from ..runtime.kafka import partition_for
 from .common import CliError, console, echo_json, get_settings, iso, json_ready, short, styled_status
 from .kafka_io import read_key, require_topics
-from .render import COMPENSATION_KEYS, compensation_of_row, compensation_of_state, from_state, state_waiting_for
+from .render import (
+    BLOCK_KEYS,
+    COMPENSATION_KEYS,
+    block_of_state,
+    compensation_of_row,
+    compensation_of_state,
+    from_state,
+    state_waiting_for,
+)
 
 __all__ = ["history", "replay", "HistoryEntry", "Fold", "read_history", "compare"]
 
@@ -91,7 +102,11 @@ def read_history(execution_id: str) -> list[HistoryEntry]:
 def summary(entry: HistoryEntry, limit: int = 100) -> str:
     if entry.recorded is None:
         return f"undecodable: {entry.error}"
-    parts = [f"{k}={short(v, 40)}" for k, v in entry.fields().items() if v not in (None, "", [], (), {})]
+    fields = entry.fields()
+    if isinstance(entry.recorded.event, ItemsResolved) and isinstance(fields.get("items"), list):
+        count = len(fields["items"])  # the count first: a long list would be cut
+        fields["items"] = f"{count} item{'' if count == 1 else 's'} {short(fields['items'], 30)}"
+    parts = [f"{k}={short(v, 40)}" for k, v in fields.items() if v not in (None, "", [], (), {})]
     return short(", ".join(parts), limit)
 
 
@@ -169,6 +184,8 @@ def compare(state: ExecutionState, projected: tuple[dict[str, Any], list[dict[st
             diff(f"execution.compensation_{key}", folded[key], stored[key])
     rows = {r["step_name"]: r for r in step_rows}
     for name in dict.fromkeys([*state.steps, *rows]):
+        if name not in state.steps and _iteration_ended(state, name):
+            continue  # the core folded the ended iteration's steps into its output; the row stays
         s = state.steps.get(name) or StepState()  # absent from the state: pending
         r = rows.get(name)
         if r is None:
@@ -179,15 +196,31 @@ def compare(state: ExecutionState, projected: tuple[dict[str, Any], list[dict[st
             ("attempts", s.attempt, r["attempts"]),
             ("output", _norm(s.output), _norm(r["output"])),
             ("error", s.error, r["error"]),
+            ("child_execution_id", getattr(s, "child_execution_id", None), r.get("child_execution_id")),
         ]
         if s.wait is not None:  # the projection keeps `waiting_for` after the wait; the state does not
             checks.append(("waiting_for", state_waiting_for(s), r.get("waiting_for")))
+            checks.append(("wait_until", iso(s.wait.timeout_at), iso(r.get("wait_until"))))
+        block = block_of_state(s)
+        checks += [(key, block[key], r.get(key)) for key in BLOCK_KEYS]
         if phases is not None:
             checks.append(("phase", phases.get(name, "main"), r.get("phase", "main")))
         for field_name, kafka, pg in checks:
             if kafka != pg:
                 diff(f"step {name}.{field_name}", kafka, pg)
     return diffs
+
+
+def _iteration_ended(state: ExecutionState, key: str) -> bool:
+    """Whether `key` is a step of a loop iteration or for_each item that has ended
+    (or lies in one that has): the core keeps no state for its steps any more."""
+    prefix = prefix_of(key)
+    if not prefix:
+        return False
+    composite, index = frames(prefix)[-1]
+    step = state.steps.get(composite)
+    block = getattr(step, "block", None)
+    return step is None or block is None or index not in block.active
 
 
 class Fold:
@@ -237,6 +270,9 @@ class Fold:
                 doc["error"] = s.error
             if s.wait is not None:
                 doc["waiting_for"] = state_waiting_for(s)
+            if getattr(s, "child_execution_id", None):
+                doc["child_execution_id"] = s.child_execution_id
+            doc.update((k, v) for k, v in block_of_state(s).items() if v is not None)
             return doc
 
         return {
@@ -255,6 +291,10 @@ def _step_text(name: str, s: dict[str, Any]) -> str:
     text = f"{name}={s['status']}" + (f"#{s['attempts']}" if s["attempts"] else "")
     if s.get("waiting_for"):
         text += f" ({s['waiting_for']})"
+    if s.get("branch"):
+        text += f" (branch {s['branch']})"
+    elif s.get("iterations_started") is not None:
+        text += f" ({s['iterations_started']} started)"
     return text
 
 

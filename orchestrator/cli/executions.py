@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.live import Live
 
-from ..core.messages import CancelWorkflow, ExternalEvent, SignalWorkflow, StartWorkflow
+from ..core.messages import CancelStep, CancelWorkflow, ExternalEvent, SignalWorkflow, StartWorkflow
 from ..runtime.kafka import partition_for
 from .common import EXIT_TIMEOUT, CliError, console, echo_json, get_settings, parse_json_value, warn
 from .definitions import definition_info, requested_by
@@ -162,15 +162,25 @@ def _command_result(as_json: bool, eid: str, kind: str, sent: Any, text: str) ->
 
 @click.command()
 @click.argument("execution_id", metavar="ID")
+@click.option("--step", default=None, metavar="STEP",
+              help="Withdraw only this step (a name, or a key like pay_all[3].charge); the execution goes on.")
 @click.option("--reason", default="cancelled", show_default=True, help="Recorded with the cancellation.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def cancel(execution_id: str, reason: str, as_json: bool) -> None:
-    """Ask the decider to cancel execution ID."""
+def cancel(execution_id: str, step: str | None, reason: str, as_json: bool) -> None:
+    """Ask the decider to cancel execution ID (compensating first), or with
+    --step only one pending or active step of it (recorded as StepCancelled)."""
+    if step is not None and not step.strip():
+        raise click.BadParameter("must not be empty", param_hint="--step")
     settings = get_settings()
     require_topics(settings, settings.topics.commands)
-    [sent] = publish(settings, [(settings.topics.commands, execution_id,
-                                 CancelWorkflow(execution_id, reason, requested_by()))])
-    _command_result(as_json, execution_id, "CancelWorkflow", sent, f"cancel requested for {execution_id}")
+    command: CancelStep | CancelWorkflow
+    if step is not None:
+        command, text = (CancelStep(execution_id, step, reason, requested_by()),
+                         f"cancel of step {step} requested for {execution_id}")
+    else:
+        command, text = CancelWorkflow(execution_id, reason, requested_by()), f"cancel requested for {execution_id}"
+    [sent] = publish(settings, [(settings.topics.commands, execution_id, command)])
+    _command_result(as_json, execution_id, type(command).__name__, sent, text)
 
 
 @click.command()

@@ -3,7 +3,10 @@
 Each poll reads the execution's row (its `last_sequence` only, unless it
 moved) and turns what changed since the last poll into lines: the time since
 the execution started, the step (or "(execution)"), its status, the attempt
-when > 1, and the error, the skip reason or what a waiting step waits for.
+when > 1, and the error, the skip reason or what a waiting step waits for
+(a delay: `until <time>`), a switch's branch, a workflow step's child. Steps
+of loop iterations and for_each items are lines of their own, by key
+(`pay_all[3].charge`).
 Times are the ones the decider recorded for the change (the rows'
 `updated_at`, `started_at`, `finished_at`), so the first poll of an execution
 that is under way reads as its history so far.
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
+from ..core.keys import leaf
 from .common import iso, short
 from .pg import query
 from .queries import load_projection
@@ -33,7 +37,7 @@ __all__ = ["ENDED", "Until", "Change", "FollowResult", "parse_until", "parse_sin
            "format_change", "change_parts", "subject_width", "describe_until", "follow_projection"]
 
 ENDED = ("completed", "failed", "cancelled")
-SETTLED = ("completed", "failed", "skipped")  # a step in one of these will not wait (any more)
+SETTLED = ("completed", "failed", "skipped", "cancelled")  # a step in one of these will not wait (any more)
 EXECUTION = "(execution)"
 POLL_S = 0.25
 DETAIL_LIMIT = 240
@@ -107,11 +111,18 @@ def _execution_detail(doc: Mapping[str, Any]) -> str:
 def _step_detail(step: Mapping[str, Any]) -> str:
     status = step["status"]
     if status == "waiting":
-        detail = f"for {step['waiting_for']}" if step.get("waiting_for") else ""
-    elif status in ("retrying", "failed"):
+        if step.get("waiting_for"):
+            detail = f"for {step['waiting_for']}"
+        else:  # a delay
+            detail = f"until {step['wait_until']}" if step.get("wait_until") else ""
+    elif status in ("retrying", "failed", "cancelled"):
         detail = step.get("error") or ""
     elif status == "skipped":
         detail = step.get("status_reason") or ""
+    elif status == "running" and step.get("branch") is not None:
+        detail = f"branch {step['branch']}"
+    elif status == "running" and step.get("child_execution_id"):
+        detail = f"child {step['child_execution_id']}"
     else:
         detail = ""
     if step.get("breaker") in ("open", "half_open") and status in ("running", "retrying", "failed"):
@@ -229,8 +240,8 @@ class FollowResult:
 def _unknown_step(doc: Mapping[str, Any], orders: Mapping[Any, list[str]],
                   until: Until) -> str | None:
     names = orders.get((doc["workflow_name"], doc["workflow_version"])) or [s["name"] for s in doc["steps"]]
-    if until.step is None or not names or until.step in names:
-        return None
+    if until.step is None or not names or until.step in names or leaf(until.step) in names:
+        return None  # `pay_all[3].approve`: step approve of an iteration
     workflow = doc["workflow_name"] + (f"@{doc['workflow_version']}" if doc["workflow_version"] else "")
     return f"workflow {workflow} has no step {until.step} (its steps: {', '.join(names)})"
 

@@ -25,13 +25,14 @@ from .common import (
 from .pg import connect, query
 from .render import execution_panel, from_rows
 
-__all__ = ["status", "list_executions", "load_projection"]
+__all__ = ["status", "list_executions", "load_projection", "parent_step"]
 
 STATUSES = ("pending", "running", "compensating", "completed", "failed", "cancelled")
 
 
 def _definition_order(conn: Any, name: str, version: str | None) -> list[str]:
-    """Step names in the order the definition lists them (main steps, then compensation)."""
+    """Step names in the order the definition lists them (main steps, each followed by
+    the steps of its switch cases or loop / for_each body, then compensation)."""
     if version is None:
         return []
     rows = query(conn, "SELECT source FROM workflow_definitions WHERE name = %s AND version = %s", (name, version))
@@ -39,11 +40,27 @@ def _definition_order(conn: Any, name: str, version: str | None) -> list[str]:
         return []
     try:
         spec = (yaml.safe_load(rows[0]["source"]) or {}).get("spec") or {}
-        names = [s.get("name") for s in spec.get("steps") or ()]
-        names += [s.get("name") for s in (spec.get("compensation") or {}).get("steps") or ()]
+        names = _listed(spec.get("steps"))
+        names += _listed((spec.get("compensation") or {}).get("steps"))
     except (yaml.YAMLError, AttributeError, TypeError):
         return []
     return [n for n in names if isinstance(n, str)]
+
+
+def _listed(steps: Any) -> list[Any]:
+    """The names of `steps` (a YAML list), each followed by those of its blocks."""
+    names: list[Any] = []
+    for step in steps if isinstance(steps, list) else ():
+        if not isinstance(step, dict):
+            continue
+        names.append(step.get("name"))
+        config = step.get("config")
+        if isinstance(config, dict):
+            cases = config.get("cases") if isinstance(config.get("cases"), list) else []
+            for block in (*(c.get("steps") for c in cases if isinstance(c, dict)), config.get("default"),
+                          config.get("steps"), [config.get("step")]):
+                names += _listed(block)
+    return names
 
 
 def load_projection(conn: Any, execution_id: str, *, orders: dict[Any, list[str]] | None = None,
@@ -98,8 +115,18 @@ def _since_option(ctx: click.Context, param: click.Parameter, value: str | None)
         raise click.BadParameter(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-27T08:28:33.500Z)") from None
 
 
+def parent_step(conn: Any, row: dict[str, Any]) -> str | None:
+    """The parent's workflow step that started this execution (relation subworkflow)."""
+    if row.get("parent_relation") != "subworkflow" or not row.get("parent_execution_id"):
+        return None
+    found = query(conn, "SELECT step_name FROM step_executions WHERE child_execution_id = %s "
+                        "AND execution_id = %s", (row["id"], row["parent_execution_id"]))
+    return found[0]["step_name"] if found else None
+
+
 def _document(conn: Any, found: tuple[dict[str, Any], list[dict[str, Any]]], execution_id: str) -> dict[str, Any]:
     doc = from_rows(*found)
+    doc["parent_step"] = parent_step(conn, found[0])
     doc["children"] = load_children(conn, execution_id)
     return doc
 
@@ -160,16 +187,23 @@ def _follow(settings: Any, execution_id: str, until: Any, timeout: float | None,
 
     from rich.text import Text
 
-    from .follow import Until, change_parts, describe_until, follow_projection
+    from .follow import EXECUTION, Until, change_parts, describe_until, follow_projection
 
     until = until or Until("ended")
     out = console()
     styles = {"time": "dim", "subject": "bold", "detail": ""}
 
+    def style(text: str, part: str, subject: str) -> str:
+        if part != "status":
+            return styles[part]
+        if text == "cancelled" and subject != EXECUTION:  # a withdrawn step: set aside like a skipped one
+            return STATUS_STYLES["skipped"]
+        return STATUS_STYLES.get(text, "")
+
     def emit(change: Any, width: int) -> None:
         if as_json:
             return
-        out.print(Text.assemble(*((text, STATUS_STYLES.get(text, "") if part == "status" else styles[part])
+        out.print(Text.assemble(*((text, style(text, part, change.subject))
                                   for text, part in change_parts(change, width))))
 
     def slow() -> None:
@@ -185,6 +219,7 @@ def _follow(settings: Any, execution_id: str, until: Any, timeout: float | None,
             raise CliError(f"stopped following; execution {execution_id} goes on", exit_code=130) from None
         doc = result.doc
         if doc is not None:
+            doc["parent_step"] = parent_step(conn, {"id": execution_id, **doc})
             doc["children"] = load_children(conn, execution_id)
     if doc is None:
         raise CliError(_not_found(execution_id, timeout), exit_code=EXIT_TIMEOUT)

@@ -87,7 +87,7 @@ def by_id(snap: dict[str, list[dict[str, Any]]], table: str, key: str = "id") ->
 def test_migrations_are_idempotent_and_versioned(database_url, pg_schema):
     with connect(database_url, pg_schema, autocommit=True) as conn:
         first = migrate(conn, pg_schema)
-        assert [m.version for m in first] == [1, 2]
+        assert [m.version for m in first] == [1, 2, 3]
         assert migrate(conn, pg_schema) == []
         tables = {r[0] for r in conn.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (pg_schema,))}
@@ -112,7 +112,7 @@ def test_concurrent_migrations_do_not_race(database_url, pg_schema):
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(applied) == [1, 2]  # each file applied once, by whichever process got the lock
+    assert sorted(applied) == [1, 2, 3]  # each file applied once, by whichever process got the lock
 
 
 def test_projects_executions_steps_history_and_definitions(projection_settings, pg_schema):
@@ -406,3 +406,43 @@ def test_run_projector_stops_gracefully(projection_settings, pg_schema):
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_control_flow_rows_through_kafka_and_postgres_agree_with_the_audit(projection_settings, pg_schema):
+    """The decider's events of a switch, a for_each with workflow steps, a loop with
+    delays and a cancelled step (event schema v3), projected by the real projector,
+    then checked the way `orchestrator replay --all` and `status` read them."""
+    from psycopg.rows import dict_row
+
+    from orchestrator.cli.queries import load_projection, parent_step
+    from orchestrator.cli.replay_all import audit_all
+    from orchestrator.core import events as ev
+    from tests.unit.test_projection_apply import flow_history, flow_registered
+
+    settings = projection_settings
+    history = flow_history()
+    child = [RecordedEvent("f-1.pay_all.0.receipt", 1, history[0].recorded_at + 500, "command:StartWorkflow",
+                           ev.WorkflowStarted("receipt", "1", {"order": "o1"}, "execution:f-1", "f-1", "subworkflow"))]
+    produce(settings, [(settings.topics.definitions, "flow@1", flow_registered())])
+    produce(settings, interleaved(settings, {"f-1": history, "child": child}))
+    project(settings, pg_schema)
+
+    snap = rows(settings, pg_schema)
+    steps = {s["step_name"]: s for s in snap["step_executions"] if s["execution_id"] == "f-1"}
+    assert (steps["route"]["branch"], steps["review"]["parent_step"]) == ("big", "route")
+    pay = steps["pay_all"]
+    assert (pay["items_total"], pay["iterations_started"], pay["iterations_completed"], pay["iterations_failed"]) == (
+        3, 3, 2, 1)
+    assert (steps["pay_all[2].receipt"]["child_execution_id"], steps["pay_all[2].receipt"]["parent_step"],
+            steps["pay_all[2].receipt"]["step_type"]) == ("f-1.pay_all.2.receipt", "pay_all", "workflow")
+    assert "pay_all[1].receipt" not in steps  # its item failed first: it never started
+    assert (steps["poll"]["iterations_started"], steps["poll[1].pause"]["wait_until"] is not None) == (2, True)
+    assert (steps["slow"]["status"], steps["slow"]["error"]) == ("cancelled", "signal 'stop'")
+
+    with connect(settings.database_url, pg_schema, autocommit=True) as conn:
+        conn.row_factory = dict_row  # type: ignore[assignment]
+        report = audit_all(settings, conn)
+        assert [(a.execution_id, a.differences, a.history_problems) for a in report.inconsistent] == []
+        assert {a.execution_id for a in report.executions} == {"f-1", "f-1.pay_all.0.receipt"}
+        row, _ = load_projection(conn, "f-1.pay_all.0.receipt")
+        assert parent_step(conn, row) == "pay_all[0].receipt"  # through step_executions_child_idx

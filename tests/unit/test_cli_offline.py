@@ -138,6 +138,7 @@ def test_a_file_that_is_not_yaml(tmp_path: Path) -> None:
     ["list", "--limit", "0"],
     ["events", "publish", "user.created"],
     ["cancel"],
+    ["cancel", "some-id", "--step", " "],
     ["signal", "only-an-id"],
     ["status", "some-id", "--until", "ended"],
     ["status", "some-id", "--timeout", "5"],
@@ -187,6 +188,7 @@ def test_input_from_a_file_is_read(tmp_path: Path) -> None:
     ["start", "user-registration-workflow", "--input", '{"password": "p4ssw0rd!"}'],
     ["history", "some-id"],
     ["cancel", "some-id"],
+    ["cancel", "some-id", "--step", "pay_all[3].charge"],
     ["events", "publish", "user.created", "--data", "{}"],
     ["topics", "create"],
 ])
@@ -429,6 +431,101 @@ def test_follow_polls_until_the_condition_and_times_out(monkeypatch: pytest.Monk
     fake.polls = [None]
     result = run(Until("ended"), deadline=1.0)
     assert result.timed_out and result.doc is None and fake.now == pytest.approx(1.0)
+
+
+def test_cancel_with_a_step_sends_cancel_step_keyed_by_the_execution(monkeypatch: pytest.MonkeyPatch) -> None:
+    from orchestrator.cli import executions
+    from orchestrator.cli.kafka_io import Published
+    from orchestrator.core.messages import CancelStep, CancelWorkflow
+
+    sent: list = []
+
+    def publish(settings, records):
+        sent.extend(records)
+        return [Published(topic, key, 0, 7) for topic, key, _ in records]
+
+    monkeypatch.setattr(executions, "publish", publish)
+    monkeypatch.setattr(executions, "require_topics", lambda *a, **k: None)
+    monkeypatch.setattr(executions, "requested_by", lambda: "ops")
+    result = invoke("cancel", "abc", "--step", "pay_all[3].charge", "--reason", "customer called")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "cancel of step pay_all[3].charge requested for abc\n"
+    [(topic, key, command)] = sent
+    assert (topic, key) == ("wf.commands", "abc")
+    assert command == CancelStep("abc", "pay_all[3].charge", "customer called", "ops")
+    sent.clear()
+    result = invoke("cancel", "abc", "--json")
+    assert json.loads(result.stdout)["command"] == "CancelWorkflow"
+    assert sent[0][2] == CancelWorkflow("abc", "cancelled", "ops")
+
+
+def test_follow_shows_cancelled_steps_delays_branches_and_children() -> None:
+    from orchestrator.cli.follow import observe
+
+    doc = execution("running",
+                    step("route", "running", 1, branch="big"),
+                    step("pay_all[3].receipt", "running", 1, child_execution_id="reg-1.pay_all.3.receipt"),
+                    step("poll[0].pause", "waiting", 1, wait_until=at(70)),
+                    step("slow", "cancelled", 1, error="signal 'stop'"))
+    changes, _ = observe(doc, {"route": at(1), "pay_all[3].receipt": at(2), "poll[0].pause": at(3),
+                               "slow": at(4)}, {})
+    assert lines(changes, 18) == [
+        "   +0.0s  (execution)         running",
+        "   +1.0s  route               running branch big",
+        "   +2.0s  pay_all[3].receipt  running child reg-1.pay_all.3.receipt",
+        "   +3.0s  poll[0].pause       waiting until 2026-11-27T08:01:10.000Z",
+        "   +4.0s  slow                cancelled signal 'stop'",
+    ]
+
+
+@pytest.mark.parametrize("until, doc, expected", [
+    ("waiting:b", execution("running", step("b", "cancelled", 1)),
+     (False, "execution reg-1: step b is cancelled; it will not wait (any more)")),
+    ("waiting:each[2].b", execution("running", step("each[2].b", "waiting", 1)), (True, None)),
+])
+def test_follow_knows_cancelled_and_inner_steps(until: str, doc: dict, expected: tuple) -> None:
+    from orchestrator.cli.follow import _unknown_step, check, parse_until
+
+    assert check(doc, parse_until(until)) == expected
+    orders = {("reg", "1"): ["each", "b"]}
+    assert _unknown_step(doc, orders, parse_until("waiting:each[7].b")) is None
+    assert "has no step each[7].nope" in _unknown_step(doc, orders, parse_until("waiting:each[7].nope"))
+
+
+def test_a_large_block_lists_its_notable_steps_and_counts_the_rest() -> None:
+    from rich.console import Console
+
+    from orchestrator.cli.render import execution_panel
+
+    items = [step(f"each[{i}].charge", "failed" if i == 3 else "running" if i >= 98 else "completed", 1,
+                  parent_step="each", output="ok") for i in range(100)]
+    doc = execution("running", step("each", "running", 1, items_total=1000, iterations_started=100,
+                                    iterations_completed=97, iterations_failed=1),
+                    step("cleanup", "cancelled", 0, error="not needed"), *items,
+                    workflow_name="reg", workflow_version="1", input=None, output=None, failed_step=None,
+                    requested_by=None, duration_ms=None, parent_execution_id="p", parent_relation="subworkflow",
+                    parent_step="fan[2].sub",
+                    children=[{"execution_id": "reg-1.x", "relation": "subworkflow", "status": "running"}])
+    console = Console(width=160, record=True)
+    console.print(execution_panel(doc))
+    text = console.export_text()
+    shown = [line.split()[0] for line in text.splitlines() if line.startswith("  each[")]
+    assert len(shown) == 20 and "each[3].charge" in shown and {"each[98].charge", "each[99].charge"} <= set(shown)
+    assert "  … 80 more: 80 completed" in text
+    assert "98/1000 items, 1 failed, 2 running" in text
+    assert "started by  p (subworkflow, step fan[2].sub)" in text
+    assert "reg-1.x" not in text  # a workflow step's child shows on its step's row, not in the header
+    assert [line.split()[:2] for line in text.splitlines() if line.startswith("cleanup")] == [["cleanup", "cancelled"]]
+
+
+def test_history_summarises_long_item_lists() -> None:
+    from orchestrator.cli.audit import HistoryEntry, summary
+    from orchestrator.core.events import ItemsResolved, RecordedEvent
+
+    entry = HistoryEntry(0, 5, RecordedEvent("x", 2, 0, "command:StartWorkflow",
+                                             ItemsResolved("each", [{"id": i} for i in range(1000)])))
+    assert summary(entry).startswith("step=each, items=1000 items [{")
+    assert entry.as_json()["event"]["items"][999] == {"id": 999}
 
 
 # -- the program itself ---------------------------------------------------------------------

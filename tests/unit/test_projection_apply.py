@@ -544,3 +544,295 @@ def test_the_execution_document_shows_links_compensation_and_waits():
     console.print(execution_panel(doc))
     text = console.export_text()
     assert "compensation" in text and "step 'undo_a': HTTP 500" in text and "x-compensation" in text
+
+
+# -- event schema v3: control flow -------------------------------------------------------------
+
+FLOW_SOURCE = """\
+apiVersion: workflow/v1
+kind: Workflow
+metadata: {name: flow, version: "1"}
+spec:
+  config: {retry_policy: {max_attempts: 1}}
+  steps:
+    - name: route
+      type: switch
+      config:
+        cases:
+          - name: big
+            when: "{{ input.amount > 100 }}"
+            steps:
+              - {name: review, type: service_call, config: {service: svc, endpoint: /review}}
+        default:
+          - {name: auto, type: service_call, config: {service: svc, endpoint: /auto}}
+    - name: pay_all
+      type: for_each
+      config:
+        items: "{{ input.orders }}"
+        concurrency: 2
+        on_item_failure: collect
+        tolerated_failures: 1
+        steps:
+          - {name: charge, type: service_call, config: {service: svc, endpoint: /charge, payload: {id: "{{ item }}"}}}
+          - name: receipt
+            type: workflow
+            config: {workflow: receipt, input: {order: "{{ item }}"}}
+    - name: poll
+      type: loop
+      config:
+        max_iterations: 3
+        until: "{{ steps.check.output.done }}"
+        steps:
+          - {name: check, type: service_call, config: {service: svc, endpoint: /check}}
+          - {name: pause, type: delay, config: {duration: 10s}}
+    - {name: slow, type: service_call, config: {service: svc, endpoint: /slow}, cancel_on_signal: stop}
+"""
+
+
+def flow_registered():
+    from orchestrator.core.messages import DefinitionRegistered
+
+    return DefinitionRegistered("flow", "1", FLOW_SOURCE, "yaml", "digest", T0)
+
+
+FLOW_SHAPE = parse_shape(flow_registered())
+
+
+def flow_shapes(name: str, version: str | None) -> DefinitionShape | None:
+    return FLOW_SHAPE if name == "flow" else None
+
+
+def flow_history() -> list[RecordedEvent]:
+    """The decider's own events: switch case `big`; three items, item 1 failing (tolerated),
+    each item's receipt a child execution; two loop iterations with a delay each; `slow`
+    withdrawn by its cancel_on_signal."""
+    from orchestrator.core.loading import load_definition_source
+    from orchestrator.core.messages import (
+        ChildExecutionEnded,
+        FireTimer,
+        SignalWorkflow,
+        StartWorkflow,
+        TaskFailed,
+        TaskSucceeded,
+    )
+
+    from .scenario import Scenario
+
+    s = Scenario(load_definition_source(FLOW_SOURCE, file="flow.yaml"), "f-1", now=T0)
+
+    def ok(key: str, output=None) -> None:
+        s.at(s.now + 100).when(TaskSucceeded("f-1", key, s.state.step(key).attempt, output, 0, 0))
+
+    def child_done(key: str, output) -> None:
+        child = s.state.step(key).child_execution_id
+        s.at(s.now + 100).when(ChildExecutionEnded("f-1", child, "subworkflow", "completed", output))
+
+    s.when(StartWorkflow("f-1", "flow", "1", {"amount": 500, "orders": ["o1", "o2", "o3"]}))
+    ok("review", {"ok": True})
+    ok("pay_all[0].charge", "c0")
+    s.at(s.now + 100).when(TaskFailed("f-1", "pay_all[1].charge", 1, "HTTP 400", False, 400, 0, 0))
+    child_done("pay_all[0].receipt", {"r": 0})
+    ok("pay_all[2].charge", "c2")
+    child_done("pay_all[2].receipt", {"r": 2})
+    ok("poll[0].check", {"done": False})
+    s.at(s.now + 10_000).when(FireTimer("f-1", "wait:poll[0].pause"))
+    ok("poll[1].check", {"done": True})
+    s.at(s.now + 10_000).when(FireTimer("f-1", "wait:poll[1].pause"))
+    s.at(s.now + 100).when(SignalWorkflow("f-1", "stop", None, "ops"))
+    return s.history
+
+
+def audit(history: list[RecordedEvent], view: ExecutionView | None = None) -> list[dict]:
+    """`orchestrator replay`'s differences between the core's fold of `history` and the rows."""
+    from orchestrator.cli.audit import Fold, HistoryEntry, compare
+
+    replay = Fold(history[0].execution_id, keep_states=False)
+    for offset, r in enumerate(history):
+        replay.add(HistoryEntry(0, offset, r))
+    assert replay.problems == []
+    return compare(replay.state, rows_of(view or project_with(history, flow_shapes)), replay.phases)
+
+
+def test_the_shape_knows_the_steps_inside_blocks_and_their_composites():
+    assert FLOW_SHAPE.steps == (("route", "switch"), ("pay_all", "for_each"), ("poll", "loop"),
+                                ("slow", "service_call"))
+    assert {name: (t, parent) for name, t, parent in FLOW_SHAPE.inner} == {
+        "review": ("service_call", "route"), "auto": ("service_call", "route"),
+        "charge": ("service_call", "pay_all"), "receipt": ("workflow", "pay_all"),
+        "check": ("service_call", "poll"), "pause": ("delay", "poll")}
+    assert FLOW_SHAPE.step_type("pay_all[3].receipt") == "workflow"
+    from projections.definitions import _raw_shape
+
+    assert _raw_shape(FLOW_SOURCE) == FLOW_SHAPE  # the loader-free reading agrees
+
+
+@pytest.mark.parametrize("key, parents, expected", [
+    ("route", {"review": "route"}, None),
+    ("review", {"review": "route"}, "route"),  # a switch case's step: its own name
+    ("pay_all[3].charge", {"charge": "pay_all"}, "pay_all"),
+    ("pay_all[3].charge", {}, "pay_all"),  # no definition: still the iteration's composite
+    ("outer[1].inner[0].leaf", {"leaf": "inner", "inner": "outer"}, "outer[1].inner"),
+    ("outer[1].inner[0].leaf", {}, "outer[1].inner"),
+    ("retry[2].refund", {"refund": "route", "route": "retry"}, "retry[2].route"),  # a switch inside a loop
+    ("retry[2].route", {"refund": "route", "route": "retry"}, "retry"),
+])
+def test_the_parent_step_of_a_key(key, parents, expected):
+    from projections.rows import parent_step
+
+    assert parent_step(key, parents) == expected
+
+
+def test_control_flow_rows_agree_with_the_decider_fold_after_every_event():
+    history = flow_history()
+    view = ExecutionView("f-1")
+    for offset, r in enumerate(history):
+        apply_event(view, r, 0, offset, flow_shapes)
+        assert audit(history[: offset + 1], view) == [], f"after {offset + 1}: {type(r.event).__name__}"
+
+
+def test_control_flow_rows():
+    history = flow_history()
+    view = project_with(history, flow_shapes)
+    steps = view.steps
+    # only the top-level steps get pending rows at start; a block's steps get theirs when they run
+    assert set(project_with(history[:1], flow_shapes).steps) == {"route", "pay_all", "poll", "slow"}
+    assert (steps["route"].branch, steps["route"].status, steps["route"].items_total) == ("big", "completed", None)
+    assert (steps["review"].parent_step, steps["review"].step_type) == ("route", "service_call")
+    assert "auto" not in steps  # the case not chosen never ran
+    pay = steps["pay_all"]
+    assert (pay.items_total, pay.iterations_started, pay.iterations_completed, pay.iterations_failed) == (3, 3, 2, 1)
+    assert pay.status == "completed" and pay.output[1] is None
+    charge = steps["pay_all[1].charge"]
+    assert (charge.status, charge.error, charge.parent_step, charge.phase, charge.step_type) == (
+        "failed", "HTTP 400", "pay_all", "main", "service_call")
+    receipt = steps["pay_all[0].receipt"]
+    assert (receipt.status, receipt.child_execution_id, receipt.output, receipt.attempts) == (
+        "completed", "f-1.pay_all.0.receipt", {"r": 0}, 1)
+    assert "pay_all[1].receipt" not in steps  # its item failed first: it never started
+    poll = steps["poll"]
+    assert (poll.iterations_started, poll.iterations_completed, poll.iterations_failed, poll.items_total) == (
+        2, 2, 0, None)
+    pause = steps["poll[1].pause"]
+    assert (pause.parent_step, pause.step_type, pause.waiting_for, pause.status) == ("poll", "delay", None, "completed")
+    wake = next(r.event.timeout_at for r in history if isinstance(r.event, ev.StepWaiting)
+                and r.event.step == "poll[1].pause")
+    assert ms(pause.wait_until) == wake
+    slow = steps["slow"]
+    cancelled_at = next(r.recorded_at for r in history if isinstance(r.event, ev.StepCancelled)
+                        and r.event.step == "slow")
+    assert (slow.status, slow.error, ms(slow.finished_at)) == ("cancelled", "signal 'stop'", cancelled_at)
+    assert view.execution.status == "completed"
+    # the rows of ended iterations stay after the core dropped their states
+    state = fold("f-1", history)
+    assert "pay_all[0].charge" not in state.steps and steps["pay_all[0].charge"].status == "completed"
+
+
+def test_control_flow_events_by_hand_without_a_definition():
+    history = recorded(
+        "h",
+        ev.WorkflowStarted("elsewhere", "1", {}),
+        ev.ItemsResolved("each", [1, 2]),
+        ev.IterationStarted("each", 0),
+        ev.StepScheduled("each[0].call", 1, T0 + 60_000),
+        ev.IterationStarted("each", 1),
+        ev.ChildExecutionRequested("h.each.1.sub", "child", None, {}, "subworkflow", "each[1].sub"),
+        ev.StepCancelled("each[0].call", "not needed", "ops"),
+        ev.IterationFinished("each", 0, "cancelled", None, "not needed"),
+        ev.StepFailed("each[1].sub", 1, "sub-workflow failed", "terminate"),
+        ev.IterationFinished("each", 1, "failed", None, "step 'sub' failed"),
+        ev.IterationStarted("again", 0),
+        ev.BranchChosen("pick", "default"),
+    )
+    view = project_with(history, lambda name, version: None)
+    each = view.steps["each"]
+    assert (each.status, each.attempts, each.items_total, each.iterations_started, each.iterations_completed,
+            each.iterations_failed) == ("running", 1, 2, 2, 0, 1)  # a cancelled item is neither
+    call = view.steps["each[0].call"]
+    assert (call.status, call.error, call.parent_step, call.step_type) == ("cancelled", "not needed", "each", None)
+    sub = view.steps["each[1].sub"]
+    assert (sub.child_execution_id, sub.status, sub.parent_step) == ("h.each.1.sub", "failed", "each")
+    again = view.steps["again"]
+    assert (again.status, again.iterations_started, again.iterations_completed, again.items_total) == (
+        "running", 1, 0, None)
+    assert (view.steps["pick"].branch, view.steps["pick"].status) == ("default", "running")
+    assert view.execution.compensation_execution_id is None  # a workflow step's child is not compensation
+    assert audit(history, view) == []
+
+
+def test_reapplying_control_flow_events_counts_nothing_twice():
+    history = flow_history()
+    view = project_with(history, flow_shapes)
+    before = {n: repr(s) for n, s in view.steps.items()}
+    for offset, r in enumerate(history):
+        assert apply_event(view, r, 0, offset, flow_shapes).problem == "duplicate"
+    assert {n: repr(s) for n, s in view.steps.items()} == before
+
+
+def test_replay_compares_the_control_flow_columns_and_live_iterations_only():
+    history = flow_history()
+    types = [type(r.event).__name__ for r in history]
+    # while item 0 runs, its steps are compared; once it ended, not any more
+    started = types.index("StepScheduled", types.index("ItemsResolved"))
+    running = history[: started + 1]
+    execution, steps = rows_of(project_with(running, flow_shapes))
+    tampered = [{**s, "status": "failed"} if s["step_name"] == "pay_all[0].charge" else s for s in steps]
+    assert [d["what"] for d in audit_rows(running, execution, tampered)] == ["step pay_all[0].charge.status"]
+    execution, steps = rows_of(project_with(history, flow_shapes))
+    tampered = [{**s, "status": "failed"} if s["step_name"] == "pay_all[0].charge" else s for s in steps]
+    assert audit_rows(history, execution, tampered) == []
+
+    changes = {"route": {"branch": "default"}, "pay_all": {"iterations_failed": 0, "items_total": 4},
+               "poll": {"iterations_started": 5}}
+    tampered = [{**s, **changes.get(s["step_name"], {})} for s in steps]
+    found = {d["what"]: (d["kafka"], d["projection"]) for d in audit_rows(history, execution, tampered)}
+    assert found == {"step route.branch": ("big", "default"), "step pay_all.items_total": (3, 4),
+                     "step pay_all.iterations_failed": (1, 0), "step poll.iterations_started": (2, 5)}
+
+    # a workflow step's child and a delay's wake time, while the state has them
+    at = types.index("ChildExecutionRequested")
+    execution, steps = rows_of(project_with(history[: at + 1], flow_shapes))
+    tampered = [{**s, "child_execution_id": "other"} if s["step_name"] == "pay_all[0].receipt" else s for s in steps]
+    assert [d["what"] for d in audit_rows(history[: at + 1], execution, tampered)] == [
+        "step pay_all[0].receipt.child_execution_id"]
+    at = types.index("StepWaiting")
+    execution, steps = rows_of(project_with(history[: at + 1], flow_shapes))
+    tampered = [{**s, "wait_until": None} if s["step_name"] == "poll[0].pause" else s for s in steps]
+    assert [d["what"] for d in audit_rows(history[: at + 1], execution, tampered)] == ["step poll[0].pause.wait_until"]
+
+
+def audit_rows(history: list[RecordedEvent], execution: dict, steps: list[dict]) -> list[dict]:
+    from orchestrator.cli.audit import Fold, HistoryEntry, compare
+
+    replay = Fold(history[0].execution_id, keep_states=False)
+    for offset, r in enumerate(history):
+        replay.add(HistoryEntry(0, offset, r))
+    return compare(replay.state, (execution, steps), replay.phases)
+
+
+def test_the_execution_document_nests_inner_steps_and_shows_progress():
+    from rich.console import Console
+
+    from orchestrator.cli.render import execution_panel, from_rows, from_state
+
+    history = flow_history()
+    types = [type(r.event).__name__ for r in history]
+    at = types.index("StepWaiting")  # item 1 failed, the loop's first delay sleeps
+    doc = from_rows(*rows_of(project_with(history[: at + 1], flow_shapes)))
+    by_name = {s["name"]: s for s in doc["steps"]}
+    assert by_name["pay_all[2].receipt"]["parent_step"] == "pay_all"
+    assert by_name["poll[0].pause"]["wait_until"] is not None
+    state_doc = from_state(fold("f-1", history[: at + 1]))
+    assert {s["name"]: s["wait_until"] for s in state_doc["steps"]}["poll[0].pause"] == by_name["poll[0].pause"][
+        "wait_until"]
+    console = Console(width=160, record=True)
+    console.print(execution_panel(doc))
+    text = console.export_text()
+    lines = {line.split()[0]: line for line in text.splitlines() if line.strip()}
+    assert "branch big" in lines["route"]
+    assert "3/3 items, 1 failed" in lines["pay_all"]
+    assert "iteration 1" in lines["poll"]
+    assert f"until {by_name['poll[0].pause']['wait_until']}" in lines["poll[0].pause"]
+    assert "child f-1.pay_all.2.receipt" in lines["pay_all[2].receipt"]
+    assert "  pay_all[2].receipt" in text and "\n  review" in text  # indented under their composite
+    assert text.index("pay_all[0].charge") > text.index("pay_all ") and text.index("poll[0].check") > text.index(
+        "poll ")
