@@ -1,4 +1,4 @@
-"""`orchestrator definitions validate|apply|list`.
+"""`orchestrator definitions validate|apply|list|new|templates`.
 
 `validate` is offline: it reads files only (and `ORCH_SERVICES` when set, to
 check service names). `apply` validates every file first, then compares with
@@ -6,6 +6,12 @@ what the compacted definitions topic holds: the same content under a
 `name@version` is "unchanged", different content under an existing version is
 refused (publish a new version instead), and nothing is published unless
 every file can be.
+
+Step templates (`kind: StepTemplate`, see docs/templates.md) come from the
+files given and from `--templates DIR` (or `ORCH_TEMPLATES`); a definition
+whose steps use them is checked and registered expanded, so its registered
+source never depends on a template file. `new` writes a starter definition
+from a built-in template (`orchestrator.definition_templates`).
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from __future__ import annotations
 import getpass
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import yaml
@@ -28,7 +35,13 @@ from ..core.messages import DefinitionRegistered
 from ..core.versions import version_key
 from .common import CliError, console, echo_json, get_settings, iso, warn
 
+if TYPE_CHECKING:  # imported when used: the loader pulls in jsonschema (seconds of start-up)
+    from ..core.step_templates import StepTemplate
+    from ..definitions_io import StepTemplates, TemplateFile
+
 __all__ = ["definitions", "DefinitionInfo", "FileCheck", "check_file", "definition_info", "requested_by"]
+
+TEMPLATES_ENV = "ORCH_TEMPLATES"
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,7 @@ class FileCheck:
     problems: list[Any] = field(default_factory=list)  # Problem (file, step, field, message, line)
     source_format: str = "yaml"
     digest: str | None = None
+    step_templates: tuple[str, ...] = ()  # expanded into `text`, in order of first use
 
     @property
     def ok(self) -> bool:
@@ -95,6 +109,7 @@ class FileCheck:
             "version": self.definition.version if self.definition else None,
             "digest": self.digest,
             "problems": [problem_json(p) for p in self.problems],
+            **({"step_templates": list(self.step_templates)} if self.step_templates else {}),
         }
 
 
@@ -120,24 +135,19 @@ def _known_services(settings: Settings | None) -> set[str] | None:
         return None
 
 
-def check_file(path: str, *, known_services: set[str] | None = None) -> FileCheck:
+def check_file(path: str, *, known_services: set[str] | None = None,
+               templates: Mapping[str, StepTemplate] | None = None) -> FileCheck:
     """Read, parse and check one definition file (never raises for the user's mistakes)."""
-    from ..core.validation import Problem
+    from ..definitions_io import read_text
 
     result = FileCheck(file=path)
-    try:
-        result.text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        result.problems.append(Problem(path, None, "", "file not found"))
+    text, problem = read_text(path)
+    if text is None:
+        assert problem is not None
+        result.problems.append(problem)
         return result
-    except IsADirectoryError:
-        result.problems.append(Problem(path, None, "", "is a directory, not a definition file"))
-        return result
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        result.problems.append(Problem(path, None, "", f"cannot read: {reason}"))
-        return result
-    return check_text(result, known_services)
+    result.text = text
+    return check_text(result, known_services, templates)
 
 
 def source_format(text: str) -> str:
@@ -145,72 +155,148 @@ def source_format(text: str) -> str:
     return "json" if text.lstrip().startswith(("{", "[")) else "yaml"
 
 
-def check_text(result: FileCheck, known_services: set[str] | None) -> FileCheck:
-    from ..core.loading import DefinitionError, canonical_digest, load_definition_source
+def check_text(result: FileCheck, known_services: set[str] | None,
+               templates: Mapping[str, StepTemplate] | None = None,
+               unusable: Mapping[str, str] | None = None) -> FileCheck:
+    """Check `result.text`; with step templates used, `text` becomes the expanded definition."""
+    from ..core.loading import DefinitionError, canonical_digest
+    from ..core.step_templates import load_with_templates
 
     result.source_format = source_format(result.text)
     try:
-        result.definition = load_definition_source(result.text, file=result.file, known_services=known_services)
+        loaded = load_with_templates(result.text, templates or {}, file=result.file, known_services=known_services,
+                                     unusable=unusable)
     except DefinitionError as exc:
         result.problems.extend(exc.problems)
         return result
+    result.definition = loaded.definition
+    if loaded.expanded:
+        result.text, result.source_format = loaded.text, "yaml"
+        result.step_templates = tuple(t.name for t in loaded.templates)
     result.digest = canonical_digest(result.definition)
     return result
 
 
-def _check_all(files: tuple[str, ...]) -> list[FileCheck]:
+@dataclass
+class Checked:
+    """One command's files: definitions (in argument order) and step templates."""
+
+    definitions: list[FileCheck]
+    templates: StepTemplates
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.definitions) and not self.templates.problems
+
+
+def _templates_dir(option: str | None) -> str | None:
+    directory = option if option is not None else os.environ.get(TEMPLATES_ENV) or None
+    if directory is not None and not Path(directory).is_dir():
+        origin = "--templates" if option is not None else TEMPLATES_ENV
+        raise CliError(f"{origin} {directory}: not a directory of step templates")
+    return directory
+
+
+def _check_all(files: tuple[str, ...], templates_dir: str | None = None) -> Checked:
+    from ..definitions_io import collect_step_templates, looks_like_step_template, read_text
+
     settings = get_settings()
     services = _known_services(settings)
-    return [check_file(f, known_services=services) for f in files]
+    directory = _templates_dir(templates_dir)
+    texts = {f: read_text(f) for f in dict.fromkeys(files)}
+    given = [(f, text) for f, (text, _) in texts.items() if text is not None and looks_like_step_template(text)]
+    templates = collect_step_templates(given, directory)
+    template_files = {f for f, _ in given}
+    results = []
+    for f in files:
+        if f in template_files:
+            continue
+        text, problem = texts[f]
+        result = FileCheck(file=f)
+        if text is None:
+            assert problem is not None
+            result.problems.append(problem)
+            results.append(result)
+            continue
+        result.text = text
+        results.append(check_text(result, services, templates.by_name, templates.unusable))
+    return Checked(results, templates)
+
+
+def _template_json(checked: TemplateFile) -> dict[str, Any]:
+    t = checked.template
+    return {"file": checked.file, "valid": checked.ok, "name": t.name if t else None,
+            "description": t.description if t else None, "problems": [problem_json(p) for p in checked.problems]}
+
+
+_TEMPLATES_OPTION = click.option(
+    "--templates", "templates_dir", metavar="DIR", default=None,
+    help=f"A directory of step templates (*.yaml, *.yml); default ${TEMPLATES_ENV}.")
 
 
 @click.group()
 def definitions() -> None:
-    """Validate, register and list workflow definitions."""
+    """Validate, register and list workflow definitions; start new ones from templates."""
 
 
 @definitions.command("validate")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@_TEMPLATES_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def validate(files: tuple[str, ...], as_json: bool) -> None:
+def validate(files: tuple[str, ...], templates_dir: str | None, as_json: bool) -> None:
     """Check definition files without Kafka; exit 1 when any has a problem.
 
-    Every problem is printed as `file: step 'x': field: message`.
+    Every problem is printed as `file: step 'x': field: message`. Files of
+    `kind: StepTemplate` among FILE... are step templates for the others.
     """
-    results = _check_all(files)
-    valid = all(r.ok for r in results)
+    checked = _check_all(files, templates_dir)
+    results = checked.definitions
+    valid = checked.ok
     if as_json:
-        echo_json({"valid": valid, "files": [r.as_json() for r in results]})
+        echo_json({"valid": valid, "files": [r.as_json() for r in results],
+                   "templates": [_template_json(t) for t in checked.templates.files]})
     else:
         out = console()
+        for t in checked.templates.files:
+            if t.ok and t.given and t.template is not None:
+                out.print(f"[green]ok[/green] {escape(t.file)}: step template {escape(t.template.name)}")
+            for problem in t.problems:
+                click.echo(str(problem), err=True)
         for r in results:
             if r.ok:
                 assert r.definition is not None
+                used = f"; step templates: {', '.join(r.step_templates)}" if r.step_templates else ""
                 out.print(f"[green]ok[/green] {escape(r.file)}: {escape(r.definition.key)} "
-                          f"({len(r.definition.spec.steps)} steps)")
+                          f"({len(r.definition.spec.steps)} steps{escape(used)})")
             for problem in r.problems:
                 click.echo(str(problem), err=True)
-        bad = sum(len(r.problems) for r in results)
+        bad_files = [r for r in results if not r.ok] + [t for t in checked.templates.files if not t.ok]
+        bad = sum(len(r.problems) for r in bad_files)
         if bad:
             click.echo(f"{bad} problem{'s' if bad != 1 else ''} in "
-                       f"{sum(1 for r in results if not r.ok)} of {len(results)} files", err=True)
+                       f"{len(bad_files)} of {len(results) + len(checked.templates.files)} files", err=True)
     if not valid:
         raise SystemExit(1)
 
 
 @definitions.command("apply")
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@_TEMPLATES_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def apply(files: tuple[str, ...], as_json: bool) -> None:
+def apply(files: tuple[str, ...], templates_dir: str | None, as_json: bool) -> None:
     """Register definitions on the compacted definitions topic.
 
     Same content as registered: "unchanged". Different content under an
     existing name@version: refused (bump the version). All or nothing.
+    A definition that uses step templates is registered expanded.
     """
     from .kafka_io import ensure, publish, read_definitions
 
-    results = _check_all(files)
-    if not all(r.ok for r in results):
+    checked = _check_all(files, templates_dir)
+    results = checked.definitions
+    if not checked.ok:
+        for problem in checked.templates.problems:
+            click.echo(str(problem), err=True)
         for r in results:
             for problem in r.problems:
                 click.echo(str(problem), err=True)
@@ -265,7 +351,8 @@ def apply(files: tuple[str, ...], as_json: bool) -> None:
         p = published.get(r.definition.key)
         rows.append({"file": r.file, "name": r.definition.name, "version": r.definition.version,
                      "digest": r.digest, "result": outcome,
-                     "partition": p.partition if p else None, "offset": p.offset if p else None})
+                     "partition": p.partition if p else None, "offset": p.offset if p else None,
+                     **({"step_templates": list(r.step_templates)} if r.step_templates else {})})
     if as_json:
         echo_json({"definitions": rows})
         return
@@ -301,3 +388,47 @@ def list_definitions(as_json: bool) -> None:
                       row["registered_at"], escape(row["registered_by"] or ""), row["digest"][:12])
         previous = row["name"]
     console().print(table)
+
+
+@definitions.command("templates")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def list_templates(as_json: bool) -> None:
+    """The built-in definition templates of `definitions new --from-template`."""
+    from ..definition_templates import available
+
+    found = available()
+    if as_json:
+        echo_json({"templates": [{"name": t.name, "description": t.description} for t in found.values()]})
+        return
+    width = max(map(len, found), default=0)
+    for t in found.values():
+        click.echo(f"{t.name.ljust(width)}  {t.description}")
+
+
+@definitions.command("new")
+@click.argument("name")
+@click.option("--from-template", "template", required=True, metavar="TEMPLATE",
+              help="A built-in template (see `orchestrator definitions templates`).")
+@click.option("-o", "--output", metavar="FILE", default=None,
+              help="Where to write it (default NAME.yaml; '-' for standard output).")
+@click.option("--force", is_flag=True, help="Overwrite FILE when it exists.")
+def new(name: str, template: str, output: str | None, force: bool) -> None:
+    """Write a starter definition named NAME from a built-in template."""
+    from ..definition_templates import InvalidName, UnknownTemplate, render
+
+    try:
+        text = render(template, name)
+    except (UnknownTemplate, InvalidName) as exc:
+        raise CliError(str(exc.args[0])) from None
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    path = Path(output if output is not None else f"{name}.yaml")
+    if path.exists() and not force:
+        raise CliError(f"{path} exists: not overwritten (pass --force to replace it)")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {path} (workflow {name}, from template {template}); "
+               f"check it with: orchestrator definitions validate {path}")
