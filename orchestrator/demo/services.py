@@ -14,6 +14,11 @@ One process, one port, one prefix per service (register them as
     DELETE /profile-service/api/profiles/user/{id} -> 204 (the user's profiles; also when none)
     POST   /notification-service/api/emails/send         -> {sent: true, id}
     POST   /notification-service/api/notifications/send  -> {sent: true, id}
+    POST   /task-service/api/tasks/{name}          {delay_ms?, fail?, status?, ...}
+                                                   -> {task: name, input: body, status: body.status or "done"}
+                                                   after delay_ms (at most 10 s); 422 when `fail` is true
+    GET    /task-service/api/stats                 {in_flight, max_in_flight, calls, tasks: {name: same three}}
+    POST   /task-service/api/poll/{key}            {after: n} -> {calls, done: calls >= n} (calls counted per key)
     POST   /noop                                   -> {"ok": true} (benchmark; not recorded)
     GET    /healthz
 
@@ -25,7 +30,11 @@ whether or not there was something to delete, so a compensation step that is
 retried (or a cleanup that runs twice) is safe. The notification answers
 carry no `status` or `user_id`, so that the seed's workflow output (each
 property from the latest step output that has it) keeps the activation's
-`status` and `activation_date`. Test seams (`/_admin/...`) are in `admin.py`.
+`status` and `activation_date`. The task service is a generic activity for
+the workflow-pattern examples (examples/patterns/): it counts the calls in
+flight, overall and per task name, with the largest number seen (what a
+concurrency limit is checked against); `/_admin/reset` clears its counts.
+Test seams (`/_admin/...`) are in `admin.py`.
 
     python -m orchestrator.demo.services --port 8700
 """
@@ -33,6 +42,7 @@ property from the latest step output that has it) keeps the activation's
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import threading
 import time
@@ -49,10 +59,12 @@ from starlette.routing import Route
 from .admin import Recorder, admin_handlers
 
 __all__ = ["create_app", "DemoServer", "start_demo_services", "run_demo_services", "TAKEN_EMAILS",
-           "TAKEN_USERNAMES"]
+           "TAKEN_USERNAMES", "MAX_TASK_DELAY_MS"]
 
 TAKEN_EMAILS = {"taken@example.com"}
 TAKEN_USERNAMES = {"admin"}
+MAX_TASK_DELAY_MS = 10_000
+SERVICES = ("user-service", "profile-service", "notification-service", "task-service")
 
 
 def _id(prefix: str) -> str:
@@ -73,6 +85,43 @@ async def _json(request: Request) -> dict[str, Any]:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
+
+
+class _InFlight:
+    """Calls in flight now and the most seen at once, overall and per task name."""
+
+    def __init__(self) -> None:
+        self.now: dict[str | None, int] = {}
+        self.peak: dict[str | None, int] = {}
+        self.calls: dict[str | None, int] = {}
+
+    def enter(self, name: str) -> None:
+        for key in (None, name):
+            self.now[key] = self.now.get(key, 0) + 1
+            self.peak[key] = max(self.peak.get(key, 0), self.now[key])
+            self.calls[key] = self.calls.get(key, 0) + 1
+
+    def leave(self, name: str) -> None:
+        for key in (None, name):  # (a reset may have come in between)
+            self.now[key] = max(0, self.now.get(key, 0) - 1)
+
+    def report(self, key: str | None) -> dict[str, int]:
+        return {"in_flight": self.now.get(key, 0), "max_in_flight": self.peak.get(key, 0),
+                "calls": self.calls.get(key, 0)}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.report(None), "tasks": {k: self.report(k) for k in self.calls if k is not None}}
+
+    def clear(self) -> None:
+        self.now.clear()
+        self.peak.clear()
+        self.calls.clear()
+
+
+def _delay_ms(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return 0
+    return int(min(max(value, 0), MAX_TASK_DELAY_MS))
 
 
 def create_app() -> Starlette:
@@ -152,6 +201,29 @@ def create_app() -> Starlette:
             return JSONResponse({"sent": True, "id": message["id"]})
         return send
 
+    in_flight = _InFlight()
+    polls: dict[str, int] = {}
+
+    async def run_task(request: Request) -> Response:
+        name, data = request.path_params["name"], await _json(request)
+        in_flight.enter(name)
+        try:
+            await asyncio.sleep(_delay_ms(data.get("delay_ms")) / 1000)
+        finally:
+            in_flight.leave(name)
+        if data.get("fail") is True:
+            return _error(422, str(data.get("message") or f"task {name} failed as asked (fail: true)"))
+        return JSONResponse({"task": name, "input": data, "status": data.get("status", "done")})
+
+    async def task_stats(request: Request) -> Response:
+        return JSONResponse(in_flight.stats())
+
+    async def poll(request: Request) -> Response:
+        key, data = request.path_params["key"], await _json(request)
+        polls[key] = polls.get(key, 0) + 1
+        after = data.get("after", 1)
+        return JSONResponse({"calls": polls[key], "done": polls[key] >= after if isinstance(after, int) else True})
+
     async def noop(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -162,6 +234,8 @@ def create_app() -> Starlette:
         users.clear()
         profiles.clear()
         messages.clear()
+        in_flight.clear()
+        polls.clear()
         recorder.reset()
         return JSONResponse({"reset": True})
 
@@ -177,6 +251,9 @@ def create_app() -> Starlette:
         Route("/profile-service/api/profiles/user/{id}", w(delete_profiles), methods=["DELETE"]),
         Route("/notification-service/api/emails/send", w(sender("email")), methods=["POST"]),
         Route("/notification-service/api/notifications/send", w(sender("notification")), methods=["POST"]),
+        Route("/task-service/api/tasks/{name}", w(run_task), methods=["POST"]),
+        Route("/task-service/api/stats", task_stats, methods=["GET"]),
+        Route("/task-service/api/poll/{key}", w(poll), methods=["POST"]),
         Route("/noop", noop, methods=["POST", "GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_admin/faults", admin["add_fault"], methods=["POST"]),
@@ -232,7 +309,7 @@ class DemoServer:
         self._socket.close()
 
     def service_urls(self) -> dict[str, str]:
-        return {name: f"{self.url}/{name}" for name in ("user-service", "profile-service", "notification-service")}
+        return {name: f"{self.url}/{name}" for name in SERVICES}
 
     def __enter__(self) -> DemoServer:
         return self.start()
@@ -247,7 +324,7 @@ def start_demo_services(host: str = "127.0.0.1", port: int = 0) -> DemoServer:
 
 def run_demo_services(host: str = "127.0.0.1", port: int = 8700) -> None:
     """Serve the demo services in the foreground until interrupted."""
-    print(f"demo services on http://{host}:{port} (user-service, profile-service, notification-service, /noop)")
+    print(f"demo services on http://{host}:{port} ({', '.join(SERVICES)}, /noop)")
     uvicorn.Server(_config(create_app(), host, port)).run()
 
 

@@ -123,3 +123,55 @@ def test_serves_on_a_real_port() -> None:
         r = httpx.post(server.url + "/user-service/api/users", json={"username": "d", "email": "d@x.io"})
         assert r.status_code == 201
         assert server.service_urls()["user-service"] == server.url + "/user-service"
+        assert server.service_urls()["task-service"] == server.url + "/task-service"
+
+
+def test_task_service_echoes_fails_when_asked_and_counts_calls_in_flight() -> None:
+    async def test(c: httpx.AsyncClient) -> None:
+        r = await c.post("/task-service/api/tasks/ship", json={"order": 7})
+        assert r.json() == {"task": "ship", "input": {"order": 7}, "status": "done"}
+        r = await c.post("/task-service/api/tasks/check", json={"status": "pending"})
+        assert r.json()["status"] == "pending"
+        r = await c.post("/task-service/api/tasks/charge", json={"fail": True})
+        assert r.status_code == 422 and "charge" in r.json()["error"]
+        r = await c.post("/task-service/api/tasks/charge", json={"fail": True, "message": "card declined"})
+        assert r.json() == {"error": "card declined"}
+        # five slow calls of one task at once, two of another, then one more alone
+        slow = [c.post("/task-service/api/tasks/slow", json={"delay_ms": 100, "i": i}) for i in range(5)]
+        other = [c.post("/task-service/api/tasks/other", json={"delay_ms": 50}) for _ in range(2)]
+        answers = await asyncio.gather(*slow, *other)
+        assert [a.json()["input"]["i"] for a in answers[:5]] == [0, 1, 2, 3, 4]
+        await c.post("/task-service/api/tasks/slow", json={"delay_ms": "soon"})  # not a number: no delay
+        stats = (await c.get("/task-service/api/stats")).json()
+        assert stats["in_flight"] == 0 and stats["max_in_flight"] == 7 and stats["calls"] == 12
+        assert stats["tasks"]["slow"] == {"in_flight": 0, "max_in_flight": 5, "calls": 6}
+        assert stats["tasks"]["other"] == {"in_flight": 0, "max_in_flight": 2, "calls": 2}
+        assert stats["tasks"]["ship"]["max_in_flight"] == 1
+        # a retried call (same Idempotency-Key) is answered again without running again
+        headers = {"Idempotency-Key": "exec-1/each[0].charge"}
+        for _ in range(2):
+            r = await c.post("/task-service/api/tasks/once", json={}, headers=headers)
+        assert r.headers["idempotent-replayed"] == "true"
+        assert (await c.get("/task-service/api/stats")).json()["tasks"]["once"]["calls"] == 1
+        await c.post("/_admin/reset")
+        assert (await c.get("/task-service/api/stats")).json() == {
+            "in_flight": 0, "max_in_flight": 0, "calls": 0, "tasks": {}}
+    session(test)
+
+
+def test_task_service_delays_are_capped() -> None:
+    from orchestrator.demo.services import MAX_TASK_DELAY_MS, _delay_ms
+
+    assert [_delay_ms(v) for v in (250, 3_600_000, -5, "1s", True, None, 1.5)] == [
+        250, MAX_TASK_DELAY_MS, 0, 0, 0, 0, 1]
+
+
+def test_task_service_polls_are_done_after_their_count_per_key() -> None:
+    async def test(c: httpx.AsyncClient) -> None:
+        answers = [(await c.post("/task-service/api/poll/job-1", json={"after": 3})).json() for _ in range(4)]
+        assert answers == [{"calls": 1, "done": False}, {"calls": 2, "done": False},
+                           {"calls": 3, "done": True}, {"calls": 4, "done": True}]
+        assert (await c.post("/task-service/api/poll/job-2", json={})).json() == {"calls": 1, "done": True}
+        await c.post("/_admin/reset")
+        assert (await c.post("/task-service/api/poll/job-1", json={"after": 2})).json() == {"calls": 1, "done": False}
+    session(test)
