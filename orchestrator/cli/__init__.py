@@ -1,12 +1,14 @@
 """The `orchestrator` command line (also `python -m orchestrator`).
 
     definitions validate|apply|list     workflow definitions (validate is offline)
+    definitions new|templates           a starter definition from a built-in template
     start NAME [--wait]                 start an execution; follow it on Kafka
     status ID [--follow] / list         the PostgreSQL projection (--follow: a line per change)
     history ID / replay ID              the truth on Kafka; replay audits the projection
-    cancel ID / signal ID NAME          commands to the decider
+    cancel ID [--step S] / signal ID NAME  commands to the decider
     events publish TYPE --data JSON     an external business event
-    run [decider|executor|projector|all]
+    triggers list                       event and schedule triggers of the registered workflows
+    run [decider|executor|projector|correlator|triggers|all]
     projections rebuild|migrate / topics create
 
 Configuration comes from the environment (ORCH_*, see `orchestrator.config`).
@@ -27,6 +29,7 @@ from .definitions import definitions
 from .executions import cancel, events, signal, start
 from .queries import list_executions, status
 from .run import run
+from .triggers import triggers
 
 __all__ = ["cli", "main"]
 
@@ -110,7 +113,7 @@ def _quiet_logging() -> None:
 
 
 for command in (definitions, start, status, list_executions, history, replay, cancel, signal, events, run,
-                projections, topics):
+                projections, topics, triggers):
     cli.add_command(command)
 
 

@@ -1,4 +1,4 @@
-"""`orchestrator run [decider|executor|projector|correlator|all]`: the long-running roles.
+"""`orchestrator run [decider|executor|projector|correlator|triggers|all]`: the long-running roles.
 
 A role runs until SIGINT or SIGTERM sets its stop event; it then finishes the
 batch in hand and returns (a second signal stops at once). `all` runs every
@@ -34,6 +34,7 @@ ROLES: dict[str, tuple[str, str]] = {
     "executor": ("orchestrator.runtime.executor", "run_executor"),
     "projector": ("projections.projector", "run_projector"),
     "correlator": ("orchestrator.runtime.correlator", "run_correlator"),
+    "triggers": ("orchestrator.runtime.triggers", "run_triggers"),
 }
 STOP_GRACE_S = 30.0  # how long `all` waits for its children after asking them to stop
 

@@ -174,6 +174,7 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
         t.definitions: {"cleanup.policy": "compact"},
         t.external_events: {},
         t.waits: {"cleanup.policy": "compact"},
+        t.schedules: {"cleanup.policy": "compact"},  # each schedule trigger's last fired nominal time
         t.dlq: {},
     }
 

@@ -46,9 +46,10 @@ def test_consumer_config():
 def test_topic_layout():
     configs = topic_configs(S)
     assert set(configs) == {"x.commands", "x.results", "x.tasks", "x.events", "x.definitions",
-                            "x.external-events", "x.waits", "x.dlq"}
+                            "x.external-events", "x.waits", "x.schedules", "x.dlq"}
     assert configs["x.events"] == {"retention.ms": "-1", "retention.bytes": "-1"}
     assert configs["x.definitions"] == {"cleanup.policy": "compact"}
     assert copartitioned_topics(S) == ("x.commands", "x.results", "x.tasks", "x.events")
     assert configs["x.waits"] == {"cleanup.policy": "compact"}
+    assert configs["x.schedules"] == {"cleanup.policy": "compact"}
     assert creation_tuning(S)["x.waits"]["delete.retention.ms"] == "3600000"  # set on creation only
