@@ -6,6 +6,7 @@ from typing import Any, Iterable
 
 from .keys import leaf, prefix_of
 from .scope import instance_scope, scope_for
+from .task_context import context_for
 from .definition import WorkflowDefinition
 from .events import RecordedEvent, StepScheduled
 from .messages import ExecuteStep
@@ -30,7 +31,9 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         attempt=scheduled.attempt,
         idempotency_key=idempotency_key(state.execution_id, scheduled.step),
         step=definition.steps_json[step.name],
-        context=context if context is not None else instance_scope(state, definition, prefix_of(scheduled.step)),
+        context=context_for(step, definition.steps_json[step.name],
+                            context if context is not None else instance_scope(state, definition,
+                                                                              prefix_of(scheduled.step))),
         deadline_at=scheduled.deadline_at,
         timeout_ms=max(scheduled.deadline_at - now, 0),
     )

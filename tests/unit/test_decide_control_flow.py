@@ -406,3 +406,10 @@ def test_a_failed_item_starts_none_of_its_later_steps():
     events = bad(s, "each[1].charge")
     assert scheduled(events) == []
     assert IterationFinished("each", 1, "failed", None, "step 'charge' failed: HTTP 400") in events
+
+
+def test_a_task_carries_only_what_its_step_reads_not_the_whole_list():
+    s = fan_out(concurrency=2)
+    events = start(s, {"items": [{"id": i} for i in range(500)], "other": "x" * 1000})
+    task = tasks_for(s.state, s.definition, s.history[-len(events):])[0]
+    assert task.context == {"execution": task.context["execution"], "item": {"id": 0}}
