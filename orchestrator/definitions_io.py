@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.definition import WorkflowDefinition
+from .core.expanded_yaml import load_with_templates
 from .core.loading import DefinitionError
-from .core.step_templates import StepTemplate, is_step_template, load_with_templates, parse_step_template
+from .core.step_templates import StepTemplate, is_step_template, parse_step_template
 from .core.validation import Problem
 from .core.yaml_source import read_source
 

@@ -10,8 +10,8 @@ every file can be.
 Step templates (`kind: StepTemplate`, see docs/templates.md) come from the
 files given and from `--templates DIR` (or `ORCH_TEMPLATES`); a definition
 whose steps use them is checked and registered expanded, so its registered
-source never depends on a template file. `new` writes a starter definition
-from a built-in template (`orchestrator.definition_templates`).
+source never depends on a template file. `new` and `templates` (starter
+definitions from built-in templates) are in `definition_templates.py`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..core.definition import WorkflowDefinition
 from ..core.messages import DefinitionRegistered
 from ..core.versions import version_key
 from .common import CliError, console, echo_json, get_settings, iso, warn
+from .definition_templates import list_templates, new
 
 if TYPE_CHECKING:  # imported when used: the loader pulls in jsonschema (seconds of start-up)
     from ..core.step_templates import StepTemplate
@@ -159,8 +160,8 @@ def check_text(result: FileCheck, known_services: set[str] | None,
                templates: Mapping[str, StepTemplate] | None = None,
                unusable: Mapping[str, str] | None = None) -> FileCheck:
     """Check `result.text`; with step templates used, `text` becomes the expanded definition."""
+    from ..core.expanded_yaml import load_with_templates
     from ..core.loading import DefinitionError, canonical_digest
-    from ..core.step_templates import load_with_templates
 
     result.source_format = source_format(result.text)
     try:
@@ -390,45 +391,5 @@ def list_definitions(as_json: bool) -> None:
     console().print(table)
 
 
-@definitions.command("templates")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def list_templates(as_json: bool) -> None:
-    """The built-in definition templates of `definitions new --from-template`."""
-    from ..definition_templates import available
-
-    found = available()
-    if as_json:
-        echo_json({"templates": [{"name": t.name, "description": t.description} for t in found.values()]})
-        return
-    width = max(map(len, found), default=0)
-    for t in found.values():
-        click.echo(f"{t.name.ljust(width)}  {t.description}")
-
-
-@definitions.command("new")
-@click.argument("name")
-@click.option("--from-template", "template", required=True, metavar="TEMPLATE",
-              help="A built-in template (see `orchestrator definitions templates`).")
-@click.option("-o", "--output", metavar="FILE", default=None,
-              help="Where to write it (default NAME.yaml; '-' for standard output).")
-@click.option("--force", is_flag=True, help="Overwrite FILE when it exists.")
-def new(name: str, template: str, output: str | None, force: bool) -> None:
-    """Write a starter definition named NAME from a built-in template."""
-    from ..definition_templates import InvalidName, UnknownTemplate, render
-
-    try:
-        text = render(template, name)
-    except (UnknownTemplate, InvalidName) as exc:
-        raise CliError(str(exc.args[0])) from None
-    if output == "-":
-        click.echo(text, nl=False)
-        return
-    path = Path(output if output is not None else f"{name}.yaml")
-    if path.exists() and not force:
-        raise CliError(f"{path} exists: not overwritten (pass --force to replace it)")
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
-    click.echo(f"wrote {path} (workflow {name}, from template {template}); "
-               f"check it with: orchestrator definitions validate {path}")
+definitions.add_command(list_templates)  # `new` and `templates`: definition_templates.py
+definitions.add_command(new)

@@ -14,11 +14,9 @@ One process, one port, one prefix per service (register them as
     DELETE /profile-service/api/profiles/user/{id} -> 204 (the user's profiles; also when none)
     POST   /notification-service/api/emails/send         -> {sent: true, id}
     POST   /notification-service/api/notifications/send  -> {sent: true, id}
-    POST   /task-service/api/tasks/{name}          {delay_ms?, fail?, status?, ...}
-                                                   -> {task: name, input: body, status: body.status or "done"}
-                                                   after delay_ms (at most 10 s); 422 when `fail` is true
-    GET    /task-service/api/stats                 {in_flight, max_in_flight, calls, tasks: {name: same three}}
-    POST   /task-service/api/poll/{key}            {after: n} -> {calls, done: calls >= n} (calls counted per key)
+    POST   /task-service/api/tasks/{name}          the task service: see `tasks.py`
+    GET    /task-service/api/stats
+    POST   /task-service/api/poll/{key}
     POST   /noop                                   -> {"ok": true} (benchmark; not recorded)
     GET    /healthz
 
@@ -30,11 +28,10 @@ whether or not there was something to delete, so a compensation step that is
 retried (or a cleanup that runs twice) is safe. The notification answers
 carry no `status` or `user_id`, so that the seed's workflow output (each
 property from the latest step output that has it) keeps the activation's
-`status` and `activation_date`. The task service is a generic activity for
-the workflow-pattern examples (examples/patterns/): it counts the calls in
-flight, overall and per task name, with the largest number seen (what a
-concurrency limit is checked against); `/_admin/reset` clears its counts.
-Test seams (`/_admin/...`) are in `admin.py`.
+`status` and `activation_date`. The task service, a generic activity for
+the workflow-pattern examples (examples/patterns/), is in `tasks.py`;
+`/_admin/reset` clears its counts too. Test seams (`/_admin/...`) are in
+`admin.py`.
 
     python -m orchestrator.demo.services --port 8700
 """
@@ -42,7 +39,6 @@ Test seams (`/_admin/...`) are in `admin.py`.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import socket
 import threading
 import time
@@ -57,13 +53,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .admin import Recorder, admin_handlers
+from .tasks import MAX_TASK_DELAY_MS, TaskService, read_json
 
 __all__ = ["create_app", "DemoServer", "start_demo_services", "run_demo_services", "TAKEN_EMAILS",
            "TAKEN_USERNAMES", "MAX_TASK_DELAY_MS"]
 
 TAKEN_EMAILS = {"taken@example.com"}
 TAKEN_USERNAMES = {"admin"}
-MAX_TASK_DELAY_MS = 10_000
 SERVICES = ("user-service", "profile-service", "notification-service", "task-service")
 
 
@@ -75,53 +71,8 @@ def _now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-async def _json(request: Request) -> dict[str, Any]:
-    try:
-        data = await request.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status)
-
-
-class _InFlight:
-    """Calls in flight now and the most seen at once, overall and per task name."""
-
-    def __init__(self) -> None:
-        self.now: dict[str | None, int] = {}
-        self.peak: dict[str | None, int] = {}
-        self.calls: dict[str | None, int] = {}
-
-    def enter(self, name: str) -> None:
-        for key in (None, name):
-            self.now[key] = self.now.get(key, 0) + 1
-            self.peak[key] = max(self.peak.get(key, 0), self.now[key])
-            self.calls[key] = self.calls.get(key, 0) + 1
-
-    def leave(self, name: str) -> None:
-        for key in (None, name):  # (a reset may have come in between)
-            self.now[key] = max(0, self.now.get(key, 0) - 1)
-
-    def report(self, key: str | None) -> dict[str, int]:
-        return {"in_flight": self.now.get(key, 0), "max_in_flight": self.peak.get(key, 0),
-                "calls": self.calls.get(key, 0)}
-
-    def stats(self) -> dict[str, Any]:
-        return {**self.report(None), "tasks": {k: self.report(k) for k in self.calls if k is not None}}
-
-    def clear(self) -> None:
-        self.now.clear()
-        self.peak.clear()
-        self.calls.clear()
-
-
-def _delay_ms(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return 0
-    return int(min(max(value, 0), MAX_TASK_DELAY_MS))
 
 
 def create_app() -> Starlette:
@@ -129,6 +80,7 @@ def create_app() -> Starlette:
     profiles: dict[str, dict[str, Any]] = {}
     messages: list[dict[str, Any]] = []
     recorder = Recorder()
+    task_service = TaskService()
 
     def taken(field: str, value: Any) -> bool:
         wanted = str(value).lower()
@@ -136,7 +88,7 @@ def create_app() -> Starlette:
         return wanted in reserved or any(str(u.get(field, "")).lower() == wanted for u in users.values())
 
     async def validate(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         rule, value = data.get("rule"), data.get("value")
         if rule not in ("unique_email", "unique_username"):
             return _error(400, f"unknown rule {rule!r} (known: unique_email, unique_username)")
@@ -148,7 +100,7 @@ def create_app() -> Starlette:
         return JSONResponse({"valid": True})
 
     async def create_user(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         missing = [f for f in ("username", "email") if not data.get(f)]
         if missing:
             return _error(400, f"missing fields: {', '.join(missing)}")
@@ -180,7 +132,7 @@ def create_app() -> Starlette:
         return Response(status_code=204)
 
     async def create_profile(request: Request) -> Response:
-        data = await _json(request)
+        data = await read_json(request)
         if not data.get("user_id"):
             return _error(400, "missing fields: user_id")
         profile = {"id": _id("prf"), "user_id": data["user_id"], "profile_data": data.get("profile_data")}
@@ -196,33 +148,10 @@ def create_app() -> Starlette:
 
     def sender(kind: str) -> Any:
         async def send(request: Request) -> Response:
-            message = {"id": _id("msg"), "kind": kind, "request": await _json(request), "at": time.time()}
+            message = {"id": _id("msg"), "kind": kind, "request": await read_json(request), "at": time.time()}
             messages.append(message)
             return JSONResponse({"sent": True, "id": message["id"]})
         return send
-
-    in_flight = _InFlight()
-    polls: dict[str, int] = {}
-
-    async def run_task(request: Request) -> Response:
-        name, data = request.path_params["name"], await _json(request)
-        in_flight.enter(name)
-        try:
-            await asyncio.sleep(_delay_ms(data.get("delay_ms")) / 1000)
-        finally:
-            in_flight.leave(name)
-        if data.get("fail") is True:
-            return _error(422, str(data.get("message") or f"task {name} failed as asked (fail: true)"))
-        return JSONResponse({"task": name, "input": data, "status": data.get("status", "done")})
-
-    async def task_stats(request: Request) -> Response:
-        return JSONResponse(in_flight.stats())
-
-    async def poll(request: Request) -> Response:
-        key, data = request.path_params["key"], await _json(request)
-        polls[key] = polls.get(key, 0) + 1
-        after = data.get("after", 1)
-        return JSONResponse({"calls": polls[key], "done": polls[key] >= after if isinstance(after, int) else True})
 
     async def noop(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -234,8 +163,7 @@ def create_app() -> Starlette:
         users.clear()
         profiles.clear()
         messages.clear()
-        in_flight.clear()
-        polls.clear()
+        task_service.reset()
         recorder.reset()
         return JSONResponse({"reset": True})
 
@@ -251,9 +179,7 @@ def create_app() -> Starlette:
         Route("/profile-service/api/profiles/user/{id}", w(delete_profiles), methods=["DELETE"]),
         Route("/notification-service/api/emails/send", w(sender("email")), methods=["POST"]),
         Route("/notification-service/api/notifications/send", w(sender("notification")), methods=["POST"]),
-        Route("/task-service/api/tasks/{name}", w(run_task), methods=["POST"]),
-        Route("/task-service/api/stats", task_stats, methods=["GET"]),
-        Route("/task-service/api/poll/{key}", w(poll), methods=["POST"]),
+        *task_service.routes(w),
         Route("/noop", noop, methods=["POST", "GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/_admin/faults", admin["add_fault"], methods=["POST"]),

@@ -160,7 +160,7 @@ def test_task_service_echoes_fails_when_asked_and_counts_calls_in_flight() -> No
 
 
 def test_task_service_delays_are_capped() -> None:
-    from orchestrator.demo.services import MAX_TASK_DELAY_MS, _delay_ms
+    from orchestrator.demo.tasks import MAX_TASK_DELAY_MS, _delay_ms
 
     assert [_delay_ms(v) for v in (250, 3_600_000, -5, "1s", True, None, 1.5)] == [
         250, MAX_TASK_DELAY_MS, 0, 0, 0, 0, 1]

@@ -1,5 +1,6 @@
 """Step templates (`kind: StepTemplate`, `template: NAME` in a step): the pure expansion in
-`orchestrator.core.step_templates`, reading them from files, and `definitions validate` with them."""
+`orchestrator.core.step_templates` and its YAML in `orchestrator.core.expanded_yaml`, reading them
+from files, and `definitions validate` with them."""
 
 from __future__ import annotations
 
@@ -16,16 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator.cli import cli
+from orchestrator.core.expanded_yaml import load_with_templates, render_expanded
 from orchestrator.core.loading import DefinitionError, canonical_digest, load_definition_source
-from orchestrator.core.step_templates import (
-    StepTemplate,
-    expand_steps,
-    load_with_templates,
-    merge,
-    parse_step_template,
-    render_expanded,
-    uses_templates,
-)
+from orchestrator.core.step_templates import StepTemplate, expand_steps, merge, parse_step_template, uses_templates
 from orchestrator.core.yaml_source import read_source
 from orchestrator.definitions_io import collect_step_templates, load_definition_file
 
