@@ -3,6 +3,7 @@ messages, read a key's messages back, wait with a bound."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Callable
 
@@ -58,6 +59,37 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
 
 TERMINAL_EVENTS = ("WorkflowCompleted", "WorkflowFailed", "WorkflowCancelled")
 
+
+
+class Running:
+    """A role (decider, correlator, triggers...) in a thread; `stop()` ends it and fails on the
+    error it died of."""
+
+    def __init__(self, name: str, role: Any) -> None:
+        self.name = name
+        self.role = role
+        self.halt = threading.Event()
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.role.run(self.halt)
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def wait(self, predicate: Any, timeout: float = 20, message: str = "condition not met") -> Any:
+        def checked() -> Any:
+            assert not self.errors, f"the {self.name} died: {self.errors[0]!r}"
+            return predicate()
+        return wait_for(checked, timeout, message=message)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), f"the {self.name} did not stop"
+        assert not self.errors, f"the {self.name} died: {self.errors[0]!r}"
 
 class Engine:
     """A decider, an executor and a projector running in threads of the test process on

@@ -3,7 +3,6 @@ published by hand, `DeliverEvent` commands read back from the commands topic."""
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from orchestrator.core.messages import DeliverEvent, ExternalEvent, WaitOpened
 from orchestrator.runtime.correlator import Correlator
 from orchestrator.runtime.kafka import DeadLetters, consumer_config, partition_for, producer_config, read_partition_to_end
 
-from .helpers import codec, wait_for
+from .helpers import Running, codec
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -74,33 +73,8 @@ def committed(settings: Settings, partition: int) -> int:
         consumer.close()
 
 
-class Running:
-    """A Correlator in a thread; `stop()` ends it (and fails on an error it died of)."""
-
-    def __init__(self, settings: Settings, correlator: Correlator | None = None) -> None:
-        self.correlator = correlator or Correlator(settings)
-        self.halt = threading.Event()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name="correlator", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.correlator.run(self.halt)
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def wait(self, predicate: Any, timeout: float = 15, message: str = "condition not met") -> Any:
-        def checked() -> Any:
-            assert not self.errors, f"the correlator died: {self.errors[0]!r}"
-            return predicate()
-        return wait_for(checked, timeout, message=message)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the correlator did not stop"
-        assert not self.errors, f"the correlator died: {self.errors[0]!r}"
+def correlator_running(settings: Settings, correlator: Correlator | None = None) -> Running:
+    return Running("correlator", correlator or Correlator(settings))
 
 
 @pytest.fixture
@@ -122,7 +96,7 @@ def correlators(kafka_settings: Settings) -> Iterator[list[Running]]:
 def test_a_matching_event_is_delivered_once_on_the_executions_partition_and_others_are_not(
         kafka_settings, correlators):
     s = kafka_settings
-    correlators.append(running := Running(s))
+    correlators.append(running := correlator_running(s))
     open_wait(s, "exec-1", "await_verification", "u-1")
     open_wait(s, "exec-2", "await_verification", "u-2")
 
@@ -132,7 +106,7 @@ def test_a_matching_event_is_delivered_once_on_the_executions_partition_and_othe
 
     # exec-2's delivery shows the correlator handled the other user's event too.
     running.wait(lambda: delivered_to(s, "exec-2"), message="exec-2 got nothing")
-    running.wait(lambda: running.correlator.events >= 3, message="not every event was handled")
+    running.wait(lambda: running.role.events >= 3, message="not every event was handled")
     found = [(p, key, d) for p, key, d in deliveries(s) if d.execution_id == "exec-1"]
     assert len(found) == 1, found
     [(partition, key, delivery)] = found
@@ -145,9 +119,9 @@ def test_a_matching_event_is_delivered_once_on_the_executions_partition_and_othe
 
 def test_an_event_published_before_its_wait_opens_is_delivered_when_it_opens(kafka_settings, correlators):
     s = kafka_settings
-    correlators.append(running := Running(s))
+    correlators.append(running := correlator_running(s))
     early = publish(s, "u-3")
-    running.wait(lambda: running.correlator.correlation.buffered >= 1, message="the event was not buffered")
+    running.wait(lambda: running.role.correlation.buffered >= 1, message="the event was not buffered")
     assert deliveries(s) == []
 
     open_wait(s, "exec-3", "await_verification", "u-3")
@@ -158,14 +132,14 @@ def test_an_event_published_before_its_wait_opens_is_delivered_when_it_opens(kaf
 def test_a_restarted_correlator_rebuilds_its_buffer_for_waits_opened_while_it_was_down(
         kafka_settings, correlators):
     s = kafka_settings
-    correlators.append(first := Running(s))
+    correlators.append(first := correlator_running(s))
     before = publish(s, "u-4")
     partition = partition_for(before, s.partitions)
     first.wait(lambda: committed(s, partition) > 0, message="the event's offset was not committed")
     first.stop()
 
     open_wait(s, "exec-4", "await_verification", "u-4")  # while no correlator runs
-    correlators.append(second := Running(s))
+    correlators.append(second := correlator_running(s))
     [delivery] = second.wait(lambda: delivered_to(s, "exec-4"), message="the restored event was not delivered")
     assert delivery.event_id == before
     # A live event after the restart still goes to another wait as usual.
@@ -178,7 +152,7 @@ def test_a_restarted_correlator_rebuilds_its_buffer_for_waits_opened_while_it_wa
 def test_bad_external_events_go_to_the_dead_letters_and_their_offsets_are_committed(kafka_settings, correlators):
     s = kafka_settings
     topic = s.topics.external_events
-    correlators.append(running := Running(s))
+    correlators.append(running := correlator_running(s))
     garbage = b"\x00\xffnot avro\n"
     garbage_at = produce(s, topic, "bad-1", garbage, [("trace", b"t-garbage")])
     untyped = codec.encode(ExternalEvent("bad-2", "", {"user_id": "u-6"}, 0, None))
@@ -234,7 +208,7 @@ def test_an_aborted_transaction_is_redone_from_kafka_and_delivers_exactly_once(k
     s = kafka_settings
     correlator = Correlator(s)
     correlator.producer = correlator.dead_letters.producer = FailingCommit(correlator.producer, s.topics.commands)
-    correlators.append(running := Running(s, correlator))
+    correlators.append(running := correlator_running(s, correlator))
     open_wait(s, "exec-7", "await_verification", "u-7")
     open_wait(s, "exec-8", "await_verification", "u-8")
     seven = publish(s, "u-7")

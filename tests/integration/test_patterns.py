@@ -409,6 +409,63 @@ def test_a_workflow_step_runs_another_example_as_a_child_execution(engine, runs)
     assert tasks_called(engine, child_id) == trail
 
 
+SLOW_CHILD = """
+apiVersion: workflow/v1
+kind: Workflow
+metadata: {name: slow-child, version: "1"}
+spec:
+  steps:
+    - {name: hold, type: delay, config: {duration: 1h}}
+"""
+PARENT = """
+apiVersion: workflow/v1
+kind: Workflow
+metadata: {name: parent-of-slow-child, version: "1"}
+spec:
+  steps:
+    - {name: run_child, type: workflow, config: {workflow: slow-child}}
+"""
+
+
+@pytest.fixture(scope="module")
+def parent_and_child(patterns: Any) -> Any:
+    from .helpers import register
+
+    register(patterns.settings, SLOW_CHILD)
+    register(patterns.settings, PARENT)
+    return patterns
+
+
+def child_waiting(engine: Any, parent: str) -> str:
+    child = f"{parent}.run_child"
+    engine.wait(lambda: any(type(r.event).__name__ == "StepWaiting" for r in engine.events(child)), 30,
+                "the child did not start waiting")
+    return child
+
+
+def test_cancelling_the_parent_cancels_its_child_execution(parent_and_child):
+    engine = parent_and_child
+    parent = engine.start("parent-of-slow-child", {})
+    child = child_waiting(engine, parent)
+    assert engine.cli("cancel", parent, "--reason", "no longer needed").exit_code == 0
+    assert outcome(engine, parent).status == "cancelled"
+    ended = outcome(engine, child)
+    assert ended.status == "cancelled"
+    assert ended.events[-1].event.requested_by == f"execution:{parent}"
+    assert "parent step 'run_child'" in ended.events[-1].event.reason
+
+
+def test_cancelling_the_child_fails_the_parent_step(parent_and_child):
+    engine = parent_and_child
+    parent = engine.start("parent-of-slow-child", {})
+    child = child_waiting(engine, parent)
+    assert engine.cli("cancel", child, "--reason", "operator").exit_code == 0
+    result = outcome(engine, parent)
+    assert result.status == "failed"
+    assert result.step("run_child")["status"] == "failed"
+    assert f"sub-workflow 'slow-child' ({child}) cancelled: operator" in result.error
+
+
 # -- the examples and the table agree ----------------------------------------------------------------------
 
 

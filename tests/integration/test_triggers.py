@@ -5,7 +5,6 @@ the executions from the events topic); the scheduler driven by a fake clock."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from orchestrator.runtime.kafka import (DeadLetters, consumer_config, partition_
                                         read_compacted_topic, read_partition_to_end)
 from orchestrator.runtime.triggers import Triggers
 
-from .helpers import codec, read_all, register, wait_for
+from .helpers import Running, codec, read_all, register
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -107,35 +106,6 @@ def consumed_to_end(settings: Settings, group: str, topic: str) -> bool:
         if last >= 0 and tp.offset <= last:
             return False
     return True
-
-
-class Running:
-    """A role in a thread; `stop()` ends it and fails on the error it died of."""
-
-    def __init__(self, name: str, role: Any) -> None:
-        self.role = role
-        self.halt = threading.Event()
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.role.run(self.halt)
-        except BaseException as exc:
-            self.errors.append(exc)
-
-    def wait(self, predicate: Any, timeout: float = 20, message: str = "condition not met") -> Any:
-        def checked() -> Any:
-            assert not self.errors, f"the role died: {self.errors[0]!r}"
-            return predicate()
-        return wait_for(checked, timeout, message=message)
-
-    def stop(self) -> None:
-        self.halt.set()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the role did not stop"
-        assert not self.errors, f"the role died: {self.errors[0]!r}"
 
 
 @pytest.fixture
