@@ -250,9 +250,7 @@ def cancel_step(d: Decision, definition: WorkflowDefinition, key: str, reason: s
 
 
 def reject_cancel(d: Decision, key: str, requested_by: str | None) -> None:
-    current = d.state.step(key)
-    why = "no such step" if current.status == "pending" and key not in d.state.steps else f"step already {current.status}"
-    d.emit(CommandRejected("CancelStep", f"step '{key}': {why}", requested_by))
+    d.emit(CommandRejected("CancelStep", f"step '{key}': step already {d.state.step(key).status}", requested_by))
 
 
 def _all_case_steps(config: SwitchConfig) -> list[Step]:

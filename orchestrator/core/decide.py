@@ -34,7 +34,7 @@ from .events import (
 )
 from .evolve import EXECUTION_TIMEOUT_TIMER, retry_timer_id
 from .io_schemas import OutputError, input_violations, workflow_output
-from .keys import leaf
+from .keys import is_inner, leaf
 from .messages import (
     CancelStep,
     CancelWorkflow,
@@ -257,6 +257,11 @@ def _cancel_step(d: Decision, definition: WorkflowDefinition | None, cmd: Cancel
     if leaf(cmd.step) not in definition.steps_by_name:
         d.emit(CommandRejected("CancelStep", f"step '{cmd.step}': no such step in "
                                f"{definition.key}", cmd.requested_by))
+    elif is_inner(cmd.step) and cmd.step not in state.steps:
+        # An iteration's steps exist only while it runs: before, there is nothing to
+        # cancel; after, its steps were folded into its output.
+        d.emit(CommandRejected("CancelStep", f"step '{cmd.step}': its iteration is not running",
+                               cmd.requested_by))
     elif not cancel_step(d, definition, cmd.step, cmd.reason, cmd.requested_by):
         reject_cancel(d, cmd.step, cmd.requested_by)
     _progress(d, definition)

@@ -54,6 +54,11 @@ def _duration(value: Any) -> int | None:
     return None if value is None else parse_duration_ms(value)
 
 
+def _version_as_text(value: Any) -> Any:
+    # YAML reads `version: 1.2` as a float; the author meant text.
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
 def _duration_text(value: int | None) -> str | None:
     # Dump durations in the language's own form ("30m"): a bare number would
     # read back as *seconds*, so dumping milliseconds would not round-trip.
@@ -218,8 +223,7 @@ class SubWorkflowConfig(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
+        value = _version_as_text(value)
         return None if value == "latest" else value
 
 
@@ -427,8 +431,7 @@ class Metadata(_Model):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
-        # YAML reads `version: 1.2` as a float; the author meant text.
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        return _version_as_text(value)
 
 
 class WorkflowDefinition(_Model):

@@ -413,3 +413,14 @@ def test_a_task_carries_only_what_its_step_reads_not_the_whole_list():
     events = start(s, {"items": [{"id": i} for i in range(500)], "other": "x" * 1000})
     task = tasks_for(s.state, s.definition, s.history[-len(events):])[0]
     assert task.context == {"execution": task.context["execution"], "item": {"id": 0}}
+
+
+def test_cancel_step_names_a_running_iteration_step_only():
+    s = fan_out(concurrency=1)
+    start(s, {"items": [{"id": 0}, {"id": 1}, {"id": 2}]})
+    ok(s, "each[0].charge", "r0")
+    for key in ("each[0].charge", "each[2].charge"):  # folded away; not started yet
+        (rejected,) = s.when(CancelStep("exec-1", key))
+        assert rejected.reason == f"step '{key}': its iteration is not running"
+    events = s.when(CancelStep("exec-1", "each[1].charge", "stuck"))
+    assert StepCancelled("each[1].charge", "stuck") in events and scheduled(events) == ["each[2].charge"]
