@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from orchestrator.core.events import RecordedEvent
-from orchestrator.core.keys import frames, leaf, prefix_of
+from orchestrator.core.keys import leaf, parent_step
 from orchestrator.core.sensitive import redact
 
 __all__ = ["DefinitionShape", "ExecutionRow", "ExecutionView", "HistoryRow", "ShapeLookup", "StepRow",
@@ -51,26 +51,6 @@ class DefinitionShape:
 
     def parent_step(self, key: str) -> str | None:
         return parent_step(key, self._parents)
-
-
-def parent_step(key: str, parents: Mapping[str, str]) -> str | None:
-    """The key of the composite step whose block runs the step recorded under `key`.
-
-    `parents` maps a step name inside a block to its composite's name (the
-    definition's `parents`). A switch case's step `refund` -> `route`; item 3
-    of for_each `pay_all`: `pay_all[3].charge` -> `pay_all`; nested,
-    `outer[1].inner[0].leaf` -> `outer[1].inner`; a switch inside a loop's
-    body, `retry[2].refund` -> `retry[2].route`. Without the definition
-    (`parents` empty) an iteration's step still gets its loop or for_each.
-    """
-    composite = parents.get(leaf(key))
-    prefix = prefix_of(key)
-    if not prefix:
-        return composite
-    iteration_of = frames(prefix)[-1][0]  # the loop or for_each whose iteration this is
-    if composite is None or leaf(iteration_of) == composite:
-        return iteration_of
-    return prefix + composite  # a switch (or any composite) inside the iteration
 
 
 ShapeLookup = Callable[[str, "str | None"], "DefinitionShape | None"]

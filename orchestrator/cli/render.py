@@ -17,7 +17,7 @@ from rich.console import Group
 from rich.markup import escape
 from rich.table import Table
 
-from ..core.keys import frames, prefix_of
+from ..core.keys import frames, parent_step, prefix_of
 from ..core.sensitive import redact
 from ..core.state import ExecutionState, StepState
 from .common import duration_text, epoch_ms, iso, json_ready, short, styled_status
@@ -86,13 +86,6 @@ def block_of_state(step: StepState) -> dict[str, Any]:
     return found
 
 
-def _iteration_parent(key: str) -> str | None:
-    """The loop or for_each an iteration's step belongs to (`a[1].b[0].c` -> `a[1].b`);
-    what `parent_step` is without the definition (switch cases are not known)."""
-    prefix = prefix_of(key)
-    return frames(prefix)[-1][0] if prefix else None
-
-
 def _duration_ms(start: int | None, end: int | None) -> int | None:
     return None if start is None or end is None else max(0, end - start)
 
@@ -119,7 +112,7 @@ def from_state(state: ExecutionState, definition: Any = None,
         steps.append({
             "name": name,
             "phase": phase,
-            "parent_step": _iteration_parent(name),
+            "parent_step": parent_step(name, {}),  # the iteration's composite; switch cases need the definition
             "status": s.status,
             "attempts": s.attempt,
             "output": redact(s.output),

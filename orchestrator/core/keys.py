@@ -8,7 +8,9 @@ iteration (or item) `i` of the loop or for_each `x` is recorded as
 
 from __future__ import annotations
 
-__all__ = ["leaf", "prefix_of", "frames", "instance_prefix", "child_execution_id", "is_inner"]
+from collections.abc import Mapping
+
+__all__ = ["leaf", "prefix_of", "frames", "instance_prefix", "child_execution_id", "is_inner", "parent_step"]
 
 
 def leaf(key: str) -> str:
@@ -45,3 +47,23 @@ def frames(prefix: str) -> list[tuple[str, int]]:
 def child_execution_id(execution_id: str, key: str) -> str:
     """A workflow step's child execution: `abc` + `pay[3].charge` -> `abc.pay.3.charge`."""
     return f"{execution_id}.{key.replace('[', '.').replace(']', '')}"
+
+
+def parent_step(key: str, parents: Mapping[str, str]) -> str | None:
+    """The key of the composite step whose block runs the step recorded under `key`.
+
+    `parents` maps a step name inside a block to its composite's name (the
+    definition's `parents`). A switch case's step `refund` -> `route`; item 3
+    of for_each `pay_all`: `pay_all[3].charge` -> `pay_all`; nested,
+    `outer[1].inner[0].leaf` -> `outer[1].inner`; a switch inside a loop's
+    body, `retry[2].refund` -> `retry[2].route`. Without the definition
+    (`parents` empty) an iteration's step still gets its loop or for_each.
+    """
+    composite = parents.get(leaf(key))
+    prefix = prefix_of(key)
+    if not prefix:
+        return composite
+    iteration_of = frames(prefix)[-1][0]  # the loop or for_each whose iteration this is
+    if composite is None or leaf(iteration_of) == composite:
+        return iteration_of
+    return prefix + composite  # a switch (or any composite) inside the iteration

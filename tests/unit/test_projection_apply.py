@@ -677,7 +677,7 @@ def test_the_shape_knows_the_steps_inside_blocks_and_their_composites():
     ("retry[2].route", {"refund": "route", "route": "retry"}, "retry"),
 ])
 def test_the_parent_step_of_a_key(key, parents, expected):
-    from projections.rows import parent_step
+    from orchestrator.core.keys import parent_step
 
     assert parent_step(key, parents) == expected
 
