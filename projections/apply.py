@@ -33,6 +33,9 @@ from orchestrator.core.events import (
     CommandRejected,
     CompensationFinished,
     CompensationStarted,
+    ExecutionPaused,
+    ExecutionResumed,
+    ExecutionRetried,
     ItemsResolved,
     IterationFinished,
     IterationStarted,
@@ -64,6 +67,7 @@ from .control_flow import (
     step_cancelled,
     subworkflow_requested,
 )
+from .operator import execution_paused, execution_resumed, execution_retried
 from .rows import (
     DefinitionShape,
     ExecutionRow,
@@ -176,6 +180,7 @@ def step_skipped(view: ExecutionView, r: RecordedEvent, e: StepSkipped, shapes: 
     step = view.step(e.step, shapes)
     step.status = "skipped"
     step.status_reason = e.reason
+    step.output = redact(e.output)
     step.finished_at = timestamp(r.recorded_at)
 
 
@@ -283,6 +288,9 @@ APPLIERS: Mapping[type, Applier] = {
     ItemsResolved: items_resolved,
     IterationStarted: iteration_started,
     IterationFinished: iteration_finished,
+    ExecutionPaused: execution_paused,
+    ExecutionResumed: execution_resumed,
+    ExecutionRetried: execution_retried,
 }
 
 _STARTS = (WorkflowStarted, WorkflowStartRejected)

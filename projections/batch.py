@@ -256,6 +256,7 @@ class ProjectionWriter:
         for execution_id, view in views.items():
             view.execution_changed = False
             view.steps_changed.clear()
+            view.dropped.clear()
             if view.execution is None or view.execution.status in _TERMINAL:
                 cache.pop(execution_id, None)
             else:
@@ -312,6 +313,9 @@ class ProjectionWriter:
         steps = [v.steps[name] for v in views.values() for name in sorted(v.steps_changed)]
         if executions:
             cur.execute(UPSERT_EXECUTIONS, _arrays(executions, EXECUTION_TYPES))
+        dropped = [(v.execution_id, name) for v in views.values() for name in sorted(v.dropped)]
+        if dropped:
+            cur.executemany("DELETE FROM step_executions WHERE execution_id = %s AND step_name = %s", dropped)
         if steps:
             cur.execute(UPSERT_STEPS, _arrays(steps, STEP_TYPES))
         result.executions_written = len(executions)

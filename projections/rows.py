@@ -155,6 +155,7 @@ class ExecutionView:
     execution_changed: bool = False
     steps_changed: set[str] = field(default_factory=set)
     touched: set[str] = field(default_factory=set)  # steps changed by the current event
+    dropped: set[str] = field(default_factory=set)  # step rows to delete (a retried composite's iterations)
 
     def step(self, name: str, shapes: ShapeLookup) -> StepRow:
         """The step's row, created `pending` when the execution has none yet (a

@@ -180,6 +180,7 @@ STATUS_STYLES = {
     "retrying": "yellow",
     "waiting": "magenta",
     "compensating": "yellow",
+    "paused": "yellow",
     "completed": "green",
     "failed": "red",
     "cancelled": "red",

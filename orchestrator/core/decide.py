@@ -35,6 +35,7 @@ from .events import (
 from .evolve import EXECUTION_TIMEOUT_TIMER, retry_timer_id
 from .io_schemas import OutputError, input_violations, workflow_output
 from .keys import is_inner, leaf
+from . import operator
 from .messages import (
     CancelStep,
     CancelWorkflow,
@@ -42,7 +43,11 @@ from .messages import (
     DeliverEvent,
     FireTimer,
     Input,
+    PauseExecution,
+    ResumeExecution,
+    RetryExecution,
     SignalWorkflow,
+    SkipStep,
     StartWorkflow,
     TaskFailed,
     TaskSucceeded,
@@ -122,6 +127,17 @@ def handle(
             cancel(d, definition if state.started else None, command)
             if definition is not None and d.state.status == "compensating":
                 _progress(d, definition)
+        case RetryExecution():
+            if operator.retry(d, definition, command, unseal):
+                _progress(d, require(definition, d.state))
+        case PauseExecution():
+            operator.pause(d, command)
+        case ResumeExecution():
+            if operator.resume(d, definition, command):
+                _progress(d, require(definition, d.state))
+        case SkipStep():
+            if operator.skip(d, definition, command):
+                _progress(d, require(definition, d.state))
         case _:
             raise TypeError(f"not an input of the decider: {command!r}")
     return d.state, d.recorded
@@ -186,13 +202,15 @@ def _attempt_failed(d: Decision, definition: WorkflowDefinition, failed: TaskFai
     step = definition.all_steps_by_name[leaf(failed.step)]
     policy = definition.retry_policy(step)
     # While compensating, only compensation steps get further attempts.
-    retrying_allowed = d.state.status == "running" or step.name not in definition.steps_by_name
-    will_retry = failed.transient and failed.attempt < policy.max_attempts and retrying_allowed
+    retrying_allowed = d.state.status in ("running", "paused") or step.name not in definition.steps_by_name
+    # Attempts count from the operator's latest retry of the step, if any.
+    attempt = failed.attempt - d.state.step(failed.step).attempt_base
+    will_retry = failed.transient and attempt < policy.max_attempts and retrying_allowed
     message = error or failed.error
     d.emit(StepAttemptFailed(failed.step, failed.attempt, message, failed.transient, will_retry,
                              failed.status_code, failed.breaker))
     if will_retry:
-        delay = retry_delay_ms(policy, failed.attempt, f"{d.state.execution_id}/{failed.step}")
+        delay = retry_delay_ms(policy, attempt, f"{d.state.execution_id}/{failed.step}")
         d.emit(TimerScheduled(retry_timer_id(failed.step, failed.attempt + 1), d.now + delay))
     else:
         fail_step(d, definition, step, failed.attempt, message, key=failed.step)
@@ -203,7 +221,7 @@ def _timer(d: Decision, definition: WorkflowDefinition, timer_id: str) -> None:
     kind, _, rest = timer_id.partition(":")
     if kind == "retry":
         name, _, attempt = rest.rpartition(":")
-        if d.state.step(name).status == "retrying":
+        if d.state.step(name).status == "retrying" and not operator.held_retry(d.state):
             schedule_attempt(d, definition, definition.all_steps_by_name[leaf(name)], int(attempt), name)
     elif kind == "timeout":
         name, _, attempt = rest.rpartition(":")

@@ -142,7 +142,7 @@ def child_ended(d: Decision, definition: WorkflowDefinition | None, result: Chil
 def _subworkflow_ended(d: Decision, definition: WorkflowDefinition | None, result: ChildExecutionEnded) -> None:
     key = next((k for k, s in d.state.steps.items()
                 if s.child_execution_id == result.child_execution_id and s.status == "running"), None)
-    if key is None or definition is None or d.state.status != "running":
+    if key is None or definition is None or d.state.status not in ("running", "paused"):
         return  # the step was cancelled or the execution is ending: the child's news is late
     step = definition.all_steps_by_name[leaf(key)]
     config = step.config

@@ -20,6 +20,9 @@ __all__ = [
     "StepAttemptFailed",
     "StepFailed",
     "StepSkipped",
+    "ExecutionPaused",
+    "ExecutionResumed",
+    "ExecutionRetried",
     "TimerScheduled",
     "TimerFired",
     "WorkflowCompleted",
@@ -106,8 +109,13 @@ class StepFailed:
 
 @dataclass(frozen=True)
 class StepSkipped:
+    """The step will not run (its condition or join), or an operator skipped it
+    (`requested_by`) with the `output` its dependents see."""
+
     step: str
     reason: str
+    output: Any = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +278,31 @@ class IterationFinished:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class ExecutionPaused:
+    """Status `paused`: no new step starts; calls in flight finish, timers keep their deadlines."""
+
+    reason: str
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionResumed:
+    reason: str
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionRetried:
+    """A failed execution runs again from `steps`, reset to pending (a composite's
+    inner steps are dropped with it); completed steps keep their outputs."""
+
+    steps: tuple[str, ...]
+    input: Any = None  # the replacement input; None: the recorded one is kept
+    reason: str = "retried"
+    requested_by: str | None = None
+
+
 Event = Union[
     WorkflowStarted,
     WorkflowStartRejected,
@@ -295,6 +328,9 @@ Event = Union[
     ItemsResolved,
     IterationStarted,
     IterationFinished,
+    ExecutionPaused,
+    ExecutionResumed,
+    ExecutionRetried,
 ]
 
 

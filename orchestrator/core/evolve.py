@@ -18,6 +18,9 @@ from .events import (
     ChildExecutionRequested,
     CommandRejected,
     CompensationFinished,
+    ExecutionPaused,
+    ExecutionResumed,
+    ExecutionRetried,
     CompensationStarted,
     SignalReceived,
     StepWaiting,
@@ -39,9 +42,10 @@ from .events import (
 from .state import Block, Compensation, ExecutionState, StepState, Wait
 
 __all__ = ["evolve", "fold", "initial_state", "APPLIERS", "attempt_timer_id", "retry_timer_id", "wait_timer_id",
-           "EXECUTION_TIMEOUT_TIMER"]
+           "EXECUTION_TIMEOUT_TIMER", "REJECTED_PREFIX"]
 
 EXECUTION_TIMEOUT_TIMER = "execution-timeout"
+REJECTED_PREFIX = "rejected: "  # the error of an execution whose start was rejected
 
 
 def replace(value: Any, **changes: Any) -> Any:
@@ -105,7 +109,7 @@ def _rejected(s: ExecutionState, e: WorkflowStartRejected, r: RecordedEvent) -> 
         workflow_version=e.workflow_version or "",
         input=e.input,
         requested_by=e.requested_by,
-        error="rejected: " + "; ".join(e.violations),
+        error=REJECTED_PREFIX + "; ".join(e.violations),
         started_at=r.recorded_at,
         finished_at=r.recorded_at,
         parent_execution_id=e.parent_execution_id,
@@ -169,8 +173,16 @@ def _step_cancelled(s: ExecutionState, e: StepCancelled, r: RecordedEvent) -> Ex
     return _with_step(s, e.step, step, timers=_without_step_timers(s.timers, e.step, current.attempt))
 
 
+def _first_attempt(step: StepState) -> int:
+    """A step that runs once (a wait, a composite, a child) counts 1, or one more
+    than it had before an operator's retry (so its new run has a new key)."""
+    return step.attempt_base + 1
+
+
 def _block_started(s: ExecutionState, key: str, block: Block, r: RecordedEvent) -> ExecutionState:
-    return _with_step(s, key, replace(s.step(key), status="running", attempt=1, started_at=r.recorded_at, block=block))
+    step = s.step(key)
+    return _with_step(s, key, replace(step, status="running", attempt=_first_attempt(step), started_at=r.recorded_at,
+                                      block=block))
 
 
 def _branch_chosen(s: ExecutionState, e: BranchChosen, r: RecordedEvent) -> ExecutionState:
@@ -208,8 +220,29 @@ def _iteration_finished(s: ExecutionState, e: IterationFinished, r: RecordedEven
 
 
 def _skipped(s: ExecutionState, e: StepSkipped, r: RecordedEvent) -> ExecutionState:
-    step = replace(s.step(e.step), status="skipped", finished_at=r.recorded_at, finished_seq=r.sequence)
-    return _with_step(s, e.step, step)
+    current = s.step(e.step)
+    step = replace(current, status="skipped", output=e.output, finished_at=r.recorded_at, finished_seq=r.sequence,
+                   wait=None)
+    return _with_step(s, e.step, step, timers=_without_step_timers(s.timers, e.step, current.attempt))
+
+
+def _paused(s: ExecutionState, e: ExecutionPaused, r: RecordedEvent) -> ExecutionState:
+    return replace(s, status="paused")
+
+
+def _resumed(s: ExecutionState, e: ExecutionResumed, r: RecordedEvent) -> ExecutionState:
+    return replace(s, status="running")
+
+
+def _retried(s: ExecutionState, e: ExecutionRetried, r: RecordedEvent) -> ExecutionState:
+    """The listed steps start over (their inner steps dropped); attempts keep counting."""
+    inner = tuple(f"{name}[" for name in e.steps)
+    steps = {k: v for k, v in s.steps.items() if not k.startswith(inner)}
+    for name in e.steps:
+        old = s.step(name)
+        steps[name] = StepState(attempt=old.attempt, attempt_base=old.attempt)
+    return replace(s, status="running", steps=_frozen(steps), error=None, failed_step=None, output=None,
+                   finished_at=None, compensation=None, input=s.input if e.input is None else e.input)
 
 
 def _timer_scheduled(s: ExecutionState, e: TimerScheduled, r: RecordedEvent) -> ExecutionState:
@@ -239,7 +272,7 @@ def _unchanged(s: ExecutionState, e: Any, r: RecordedEvent) -> ExecutionState:
 
 
 def _waiting(s: ExecutionState, e: StepWaiting, r: RecordedEvent) -> ExecutionState:
-    step = replace(s.step(e.step), status="waiting", attempt=1, started_at=r.recorded_at,
+    step = replace(s.step(e.step), status="waiting", attempt=_first_attempt(s.step(e.step)), started_at=r.recorded_at,
                    wait=Wait(e.event_type, e.signal, e.filter, e.timeout_at))
     timers = s.timers
     if e.timeout_at is not None:
@@ -270,8 +303,8 @@ def _compensation_started(s: ExecutionState, e: CompensationStarted, r: Recorded
 
 def _child_requested(s: ExecutionState, e: ChildExecutionRequested, r: RecordedEvent) -> ExecutionState:
     if e.step is not None:
-        step = replace(s.step(e.step), status="running", attempt=1, started_at=r.recorded_at,
-                       child_execution_id=e.child_execution_id)
+        step = replace(s.step(e.step), status="running", attempt=_first_attempt(s.step(e.step)),
+                       started_at=r.recorded_at, child_execution_id=e.child_execution_id)
         return _with_step(s, e.step, step)
     if e.relation == "compensation" and s.compensation is not None:
         return replace(s, compensation=replace(s.compensation, child_execution_id=e.child_execution_id))
@@ -309,6 +342,9 @@ APPLIERS: dict[type, Callable[[ExecutionState, Any, RecordedEvent], ExecutionSta
     ItemsResolved: _items_resolved,
     IterationStarted: _iteration_started,
     IterationFinished: _iteration_finished,
+    ExecutionPaused: _paused,
+    ExecutionResumed: _resumed,
+    ExecutionRetried: _retried,
 }
 
 

@@ -44,9 +44,11 @@ def frames(prefix: str) -> list[tuple[str, int]]:
     return out
 
 
-def child_execution_id(execution_id: str, key: str) -> str:
-    """A workflow step's child execution: `abc` + `pay[3].charge` -> `abc.pay.3.charge`."""
-    return f"{execution_id}.{key.replace('[', '.').replace(']', '')}"
+def child_execution_id(execution_id: str, key: str, attempt_base: int = 0) -> str:
+    """A workflow step's child execution: `abc` + `pay[3].charge` -> `abc.pay.3.charge`;
+    after an operator's retry reset the step, `abc.pay.3.charge-rerun1` (a new child)."""
+    child = f"{execution_id}.{key.replace('[', '.').replace(']', '')}"
+    return f"{child}-rerun{attempt_base}" if attempt_base else child
 
 
 def parent_step(key: str, parents: Mapping[str, str]) -> str | None:

@@ -28,6 +28,10 @@ __all__ = [
     "WaitOpened",
     "CancelStep",
     "ScheduleFired",
+    "RetryExecution",
+    "PauseExecution",
+    "ResumeExecution",
+    "SkipStep",
 ]
 
 
@@ -64,6 +68,44 @@ class CancelStep:
     execution_id: str
     step: str
     reason: str = "cancelled"
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryExecution:
+    """Rerun a failed execution from its failed step(s); completed steps keep their
+    outputs. `input`, when given, replaces the recorded input (already sealed)."""
+
+    execution_id: str
+    input: Any = None  # None: keep the recorded input
+    reason: str = "retried"
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PauseExecution:
+    """Hold a running execution: nothing new starts until it is resumed."""
+
+    execution_id: str
+    reason: str = "paused"
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumeExecution:
+    execution_id: str
+    reason: str = "resumed"
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True)
+class SkipStep:
+    """End a step that has not finished as skipped, giving it the output its dependents see."""
+
+    execution_id: str
+    step: str
+    output: Any = None
+    reason: str = "skipped"
     requested_by: str | None = None
 
 
@@ -123,9 +165,12 @@ class ChildExecutionEnded:
     error: str | None = None
 
 
-Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep]
+OperatorCommand = Union[RetryExecution, PauseExecution, ResumeExecution, SkipStep]
+Command = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep, RetryExecution,
+                PauseExecution, ResumeExecution, SkipStep]
 TaskResult = Union[TaskSucceeded, TaskFailed, ChildExecutionEnded]
-Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep, FireTimer,
+Input = Union[StartWorkflow, CancelWorkflow, SignalWorkflow, DeliverEvent, CancelStep, RetryExecution,
+              PauseExecution, ResumeExecution, SkipStep, FireTimer,
               TaskSucceeded, TaskFailed, ChildExecutionEnded]
 
 

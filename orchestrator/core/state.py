@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # Execution statuses: new (nothing recorded yet, never shown), pending, running,
-# compensating, completed, failed, cancelled.
+# paused (held by an operator), compensating, completed, failed, cancelled.
 EXECUTION_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 # A step in one of these no longer holds back its dependents.
 STEP_DONE = frozenset({"completed", "failed", "skipped", "cancelled"})
@@ -110,6 +110,7 @@ class Block:
 class StepState:
     status: str = "pending"
     attempt: int = 0  # attempts started so far; the current one while running
+    attempt_base: int = 0  # attempts made before an operator's retry reset the step
     output: Any = None
     error: str | None = None
     started_at: int | None = None

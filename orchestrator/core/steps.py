@@ -77,7 +77,7 @@ def begin_step(d: Decision, definition: WorkflowDefinition, step: Step, key: str
         elif isinstance(config, SubWorkflowConfig):
             where = f"step '{step.name}': config.input"
             child_input = render_value(config.input, scope_at(d, definition, key), where=where)
-            d.emit(ChildExecutionRequested(child_execution_id(d.state.execution_id, key), config.workflow,
+            d.emit(ChildExecutionRequested(child_execution_id(d.state.execution_id, key, d.state.step(key).attempt_base), config.workflow,
                                            config.version, child_input, "subworkflow", key))
         else:
             schedule_attempt(d, definition, step, d.state.step(key).attempt + 1, key)

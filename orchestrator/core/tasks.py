@@ -15,8 +15,11 @@ from .state import ExecutionState
 __all__ = ["tasks_for", "task_for", "idempotency_key"]
 
 
-def idempotency_key(execution_id: str, step: str) -> str:
-    return f"{execution_id}/{step}"
+def idempotency_key(execution_id: str, step: str, attempt_base: int = 0) -> str:
+    """Stable across the retries of one run of the step; a run an operator's retry
+    started gets its own key, so a service does not answer it from its cache."""
+    key = f"{execution_id}/{step}"
+    return f"{key}/rerun-{attempt_base}" if attempt_base else key
 
 
 def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: StepScheduled, now: int,
@@ -29,7 +32,7 @@ def task_for(state: ExecutionState, definition: WorkflowDefinition, scheduled: S
         step_name=scheduled.step,
         step_type=step.type,
         attempt=scheduled.attempt,
-        idempotency_key=idempotency_key(state.execution_id, scheduled.step),
+        idempotency_key=idempotency_key(state.execution_id, scheduled.step, state.step(scheduled.step).attempt_base),
         step=definition.steps_json[step.name],
         context=context_for(step, definition.steps_json[step.name],
                             context if context is not None else instance_scope(state, definition,

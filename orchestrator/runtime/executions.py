@@ -12,9 +12,13 @@ from ..core.state import ExecutionState
 __all__ = ["Executions"]
 
 
-def _tombstone(state: ExecutionState) -> ExecutionState:
-    # An ended execution only has to answer "does it exist, and is it over":
-    # keep its identity and status, drop the bulk.
+def _kept(state: ExecutionState) -> ExecutionState:
+    """What the decider holds of an execution: all of it while it runs, and of a
+    failed one, which an operator may retry from its recorded steps. A completed
+    or cancelled one only has to answer "does it exist, and is it over": its
+    identity and status, without the bulk."""
+    if not state.terminal or state.status == "failed":
+        return state
     return ExecutionState(
         execution_id=state.execution_id,
         status=state.status,
@@ -41,7 +45,7 @@ class Executions:
         eid = state.execution_id
         previous = self._states.get(eid)
         self._undo.setdefault(eid, previous)
-        self._states[eid] = _tombstone(state) if state.terminal else state
+        self._states[eid] = _kept(state)
         self._partition[eid] = partition
         old_timers = previous.timers if previous is not None else {}
         for timer_id, fire_at in state.timers.items():
@@ -50,7 +54,7 @@ class Executions:
 
     def restore(self, state: ExecutionState, partition: int) -> None:
         """Install a state folded from history (no undo: it is the truth)."""
-        self._states[state.execution_id] = _tombstone(state) if state.terminal else state
+        self._states[state.execution_id] = _kept(state)
         self._partition[state.execution_id] = partition
         for timer_id, fire_at in state.timers.items():
             heapq.heappush(self._timers, (fire_at, state.execution_id, timer_id))

@@ -156,6 +156,20 @@ def samples() -> dict[str, Any]:
         "IterationStarted": _recorded(4, ev.IterationStarted("charge_all", 0)),
         "IterationFinished": _recorded(7, ev.IterationFinished("charge_all", 0, "completed", {"charged": True})),
         "IterationFinished.failed": _recorded(7, ev.IterationFinished("charge_all", 1, "failed", None, "HTTP 402")),
+        # added with schema v4 (events, commands): operators' actions
+        "RetryExecution": msg.RetryExecution(EID, {"email": "ada@example.com"}, "service fixed", "api:ops"),
+        "RetryExecution.minimal": msg.RetryExecution(EID),
+        "PauseExecution": msg.PauseExecution(EID, "downstream incident", "api:ops"),
+        "ResumeExecution": msg.ResumeExecution(EID, "incident over", "ada"),
+        "SkipStep": msg.SkipStep(EID, "send_welcome_email", {"sent": False}, "mailer down", "api:ops"),
+        "SkipStep.minimal": msg.SkipStep(EID, "send_welcome_email"),
+        "ExecutionPaused": _recorded(5, ev.ExecutionPaused("downstream incident", "api:ops"), "commands:0:17"),
+        "ExecutionResumed": _recorded(6, ev.ExecutionResumed("incident over"), "commands:0:18"),
+        "ExecutionRetried": _recorded(9, ev.ExecutionRetried(("create_user_profile",), {"email": "ada@example.com"},
+                                                             "service fixed", "api:ops"), "commands:0:19"),
+        "ExecutionRetried.minimal": _recorded(9, ev.ExecutionRetried((), None, "retried")),
+        "StepSkipped.operator": _recorded(6, ev.StepSkipped("send_welcome_email", "skipped by api:ops: mailer down",
+                                                            {"sent": False}, "api:ops"), "commands:0:20"),
     }
 
 

@@ -45,6 +45,10 @@ event_values = st.one_of(
     st.builds(ev.StepAttemptFailed, text, ints, text, st.booleans(), st.booleans(), opt_status, opt_text),
     st.builds(ev.StepFailed, text, ints, text, st.sampled_from(["terminate", "continue", "compensate"])),
     st.builds(ev.StepSkipped, text, text),
+    st.builds(ev.StepSkipped, text, text, json_values, opt_text),
+    st.builds(ev.ExecutionPaused, text, opt_text),
+    st.builds(ev.ExecutionResumed, text, opt_text),
+    st.builds(ev.ExecutionRetried, st.lists(text, max_size=3).map(tuple), json_values, text, opt_text),
     st.builds(ev.TimerScheduled, text, millis),
     st.builds(ev.TimerFired, text),
     st.builds(ev.WorkflowCompleted, json_values),
@@ -66,6 +70,10 @@ messages = st.one_of(
     st.builds(msg.WaitOpened, text, text, text, json_values, millis, st.none() | millis),
     st.builds(msg.CancelWorkflow, text, text, opt_text),
     st.builds(msg.SignalWorkflow, text, text, json_values, opt_text),
+    st.builds(msg.RetryExecution, text, json_values, text, opt_text),
+    st.builds(msg.PauseExecution, text, text, opt_text),
+    st.builds(msg.ResumeExecution, text, text, opt_text),
+    st.builds(msg.SkipStep, text, text, json_values, text, opt_text),
     st.builds(msg.TaskSucceeded, text, text, ints, json_values, millis, millis),
     st.builds(msg.TaskFailed, text, text, ints, text, st.booleans(), opt_status, millis, millis, opt_text),
     st.builds(msg.ExecuteStep, text, text, text, text, text, ints, text, json_values, json_values, millis, millis),
@@ -78,7 +86,8 @@ EXPECTED_KIND = {
     msg.SignalWorkflow: "commands", msg.TaskSucceeded: "results", msg.TaskFailed: "results",
     msg.ExecuteStep: "tasks", msg.DefinitionRegistered: "definitions", msg.ExternalEvent: "external-events",
     msg.DeliverEvent: "commands", msg.ChildExecutionEnded: "results", msg.WaitOpened: "waits",
-    msg.CancelStep: "commands", msg.ScheduleFired: "schedules",
+    msg.CancelStep: "commands", msg.ScheduleFired: "schedules", msg.RetryExecution: "commands",
+    msg.PauseExecution: "commands", msg.ResumeExecution: "commands", msg.SkipStep: "commands",
 }
 
 
