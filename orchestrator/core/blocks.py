@@ -169,7 +169,7 @@ def _advance_for_each(d: Decision, definition: WorkflowDefinition, step: Step, k
     assert block is not None and block.items is not None
     # Only items this decision touched can move: a for_each of 1,000 items costs
     # per result what its item costs, not what every item in flight costs.
-    todo = sorted(_touched_items(d, key) & block.active)
+    todo = sorted(block.active if d.advance_every_item else _touched_items(d, key) & block.active)
     while d.state.step(key).status == "running":
         for index in todo:
             if not _advance_item(d, definition, step, key, config, index, fail):

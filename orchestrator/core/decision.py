@@ -19,6 +19,9 @@ class Decision:
         self.now = now
         self.cause = cause
         self.recorded: list[RecordedEvent] = []
+        # Blocks normally move only the items this decision's events touched; a
+        # resume moves every item, since what happened while paused moved none.
+        self.advance_every_item = False
 
     def emit(self, event: Event) -> None:
         recorded = RecordedEvent(self.state.execution_id, self.state.sequence + 1, self.now, self.cause, event)

@@ -103,6 +103,7 @@ def resume(d: Decision, definition: WorkflowDefinition | None, cmd: ResumeExecut
         _reject(d, cmd, f"{_not_running_reason(d.state)}; only a paused execution can be resumed")
         return False
     d.emit(ExecutionResumed(cmd.reason, cmd.requested_by))
+    d.advance_every_item = True
     for key, step in list(d.state.steps.items()):
         if step.status == "retrying" and retry_timer_id(key, step.attempt + 1) not in d.state.timers:
             schedule_attempt(d, definition, definition.all_steps_by_name[leaf(key)], step.attempt + 1, key)
