@@ -74,7 +74,25 @@ class OffsetsMoved(Exception):
 
 
 def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if value is None:
+        return None
+    # json.dumps writes a NUL as the escape \u0000, which jsonb refuses like text refuses NUL.
+    return storable(json.dumps(value, ensure_ascii=False, separators=(",", ":"))).replace("\\u0000", "\\ufffd")
+
+
+def storable(value: Any) -> Any:
+    """A string PostgreSQL can store: NUL and lone surrogates (which a service's error body
+    or a client's JSON may carry) become U+FFFD. Kafka keeps the original; without this
+    one such value would stop the projector for good."""
+    if not isinstance(value, str):
+        return value
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
 
 
 # Column types for the set-based writes below: each batch writes a table with
@@ -130,7 +148,8 @@ def _arrays(rows: list[Any], types: dict[str, str]) -> list[list[Any]]:
     out = []
     for column, type_ in types.items():
         values = [getattr(r, column) for r in rows]
-        out.append([_json(v) for v in values] if type_ == "jsonb" else values)
+        out.append([_json(v) for v in values] if type_ == "jsonb" else
+                   [storable(v) for v in values] if type_ == "text" else values)
     return out
 
 

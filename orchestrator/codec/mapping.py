@@ -33,13 +33,22 @@ RECORD_TYPES: dict[str, type] = {
 }
 
 _dumps = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), sort_keys=True, ensure_ascii=True, allow_nan=False).encode
 _loads = json.loads
 
 
 def dumps_json(value: Any, field: str = "value") -> str:
     """JSON text as it travels in `*_json` fields (compact, sorted keys)."""
     try:
-        return _dumps(value)
+        text = _dumps(value)
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (read from a client's "\ud800" escape) has no UTF-8 form:
+                # escaped, the text is valid UTF-8 and reads back the same value.
+                text = _dumps_ascii(value)
+        return text
     except (TypeError, ValueError) as exc:
         raise EncodeError(f"JSON field {field} cannot be encoded: {exc}") from None
 

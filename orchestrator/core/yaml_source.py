@@ -67,7 +67,12 @@ class _JsonPairs:
 
 
 def _read_yaml(text: str, out: SourceData) -> SourceData:
-    loader = yaml.SafeLoader(text)
+    try:
+        # The reader checks characters as it is built: a control character fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        out.problems.append(((), None, f"invalid YAML: {str(exc).splitlines()[0]}"))
+        return out
     try:
         node = loader.get_single_node()
         if node is None:

@@ -446,3 +446,20 @@ def test_control_flow_rows_through_kafka_and_postgres_agree_with_the_audit(proje
         assert {a.execution_id for a in report.executions} == {"f-1", "f-1.pay_all.0.receipt"}
         row, _ = load_projection(conn, "f-1.pay_all.0.receipt")
         assert parent_step(conn, row) == "pay_all[0].receipt"  # through step_executions_child_idx
+
+
+def test_values_postgresql_cannot_store_are_replaced_not_fatal(projection_settings, pg_schema):
+    """A NUL (a service's error body, a client's JSON) or a lone surrogate (a JSON escape)
+    is replaced by U+FFFD in the projection; Kafka keeps the original."""
+    from orchestrator.core.messages import TaskFailed
+    from tests.projection_histories import Driver, pipeline_definition
+
+    settings = projection_settings
+    d = Driver("exec-nul", pipeline_definition()).start({"email": "n@example.com", "note": "a\x00b \ud800"})
+    d.send(TaskFailed(d.execution_id, "a", 1, "HTTP 400: body \x00 end", False, 400, d.now, d.now))
+    produce(settings, [(settings.topics.definitions, "pipeline@1", pipeline_registered())])
+    produce(settings, [(settings.topics.events, r.execution_id, r) for r in d.history])
+    project(settings, pg_schema)
+    execution = by_id(rows(settings, pg_schema), "workflow_executions")["exec-nul"]
+    assert execution["input"]["note"] == "a\ufffdb \ufffd"
+    assert execution["status"] == "failed" and "body \ufffd end" in execution["error"]

@@ -370,3 +370,9 @@ def test_encode_errors():
 def test_decode_accepts_bytes_like():
     data = codec.encode(sample_event())
     assert codec.decode(bytearray(data)) == codec.decode(memoryview(data)) == sample_event()
+
+
+def test_a_lone_surrogate_in_json_travels_escaped_and_reads_back_the_same():
+    # json.loads("\"\\ud800\"") gives a str with no UTF-8 form; a client can send that.
+    message = msg.StartWorkflow("e", "w", None, {"note": "a\ud800b", "nul": "x\x00y"})
+    assert codec.decode(codec.encode(message)) == message

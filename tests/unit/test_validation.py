@@ -102,6 +102,13 @@ def test_yaml_syntax_error_has_a_line() -> None:
     assert p.line == 3 and p.message.startswith("invalid YAML") and str(p).startswith("bad.yaml:3: ")
 
 
+def test_a_control_character_is_a_yaml_problem_not_a_crash() -> None:
+    with pytest.raises(DefinitionError) as info:
+        load_definition_source("apiVersion: workflow/v1\nkind: Work\x07flow\n", file="bell.yaml")
+    (p,) = info.value.problems
+    assert p.message.startswith("invalid YAML: unacceptable character #x0007") and "\n" not in p.message
+
+
 def test_duplicate_yaml_keys_and_version_text() -> None:
     p = only("steps:\n" + call("a", "name: b"))
     assert (p.step, p.field, p.message) == ("b", "name", "duplicate key 'name'")
