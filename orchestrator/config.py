@@ -69,6 +69,8 @@ class Settings:
     event_buffer_ms: int = 3_600_000
     log_level: str = "info"
     log_format: str = "console"  # console | json
+    metrics_port: int = 0  # a role's Prometheus endpoint (`run all`: this + the role's index); 0 = none
+    metrics_host: str = "127.0.0.1"
 
     def group_id(self, role: str) -> str:
         """Consumer group of a role; per topic prefix, so test stacks never share one."""
@@ -92,4 +94,15 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         event_buffer_ms=parse_duration_ms(env.get("ORCH_EVENT_BUFFER", "1h")),
         log_level=env.get("ORCH_LOG_LEVEL", defaults.log_level),
         log_format=env.get("ORCH_LOG_FORMAT", defaults.log_format),
+        metrics_port=_port(env, "ORCH_METRICS_PORT", defaults.metrics_port),
+        metrics_host=env.get("ORCH_METRICS_HOST") or defaults.metrics_host,
     )
+
+
+def _port(env: dict[str, str], name: str, default: int) -> int:
+    text = env.get(name) or ""
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > 65535:
+        raise ValueError(f"{name}: expected a TCP port number (0 = off), got {text!r}")
+    return int(text)

@@ -24,6 +24,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from orchestrator.config import Settings
+from orchestrator.runtime import metrics
 
 from .batch import PROJECTION, BatchResult, Message, OffsetsMoved, ProjectionWriter, Tombstone
 from .db import connect
@@ -185,7 +186,7 @@ class ProjectionStream:
                 log.error("message_skipped_undecodable", topic=msg.topic(), partition=msg.partition(),
                           offset=msg.offset(), key=_text(msg.key()), reason=reason)
             else:
-                self.dead_letters.send(msg, reason, ROLE)
+                self.dead_letters.send(msg, reason, ROLE, kind="undecodable")
         if self.dead_letters is not None and self.producer is not None:
             remaining = self.producer.flush(30)
             if remaining or self.dead_letters.failures != failures:
@@ -223,6 +224,7 @@ class Projector:
         self.resync_interval_s = resync_interval_s
         self.synchronous_commit = synchronous_commit
         self._last_resync = time.monotonic()
+        metrics.expose(ROLE)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -242,6 +244,7 @@ class Projector:
         conf = consumer_config(settings, self.group_id, role=ROLE, **{
             "enable.auto.offset.store": False,
             "enable.partition.eof": True,
+            **metrics.consumer_lag_config(ROLE),
         })
         self._cooperative = "cooperative" in str(conf.get("partition.assignment.strategy", ""))
         self.consumer = Consumer(conf)
@@ -309,9 +312,12 @@ class Projector:
                 self._last_resync = time.monotonic()
                 self.stream.resync()
             return None
+        began = time.monotonic()
         result = self.stream.process(msgs)
         if result is not None:
             self.events_projected += result.events
+            metrics.PROJECTOR_BATCH.observe(time.monotonic() - began)
+            metrics.PROJECTOR_EVENTS.inc(result.events)
         return result
 
     def caught_up(self) -> bool:

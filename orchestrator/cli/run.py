@@ -7,10 +7,16 @@ the parent only supervises. A signal to the parent is passed to the children
 as SIGTERM (children ignore the terminal's SIGINT so one Ctrl-C is one
 graceful stop); a child that dies makes the parent stop the others and exit 1.
 Topics are ensured and the projection migrated once, before any role starts.
+
+Metrics: with `--metrics-port P` (or ORCH_METRICS_PORT) a role serves
+Prometheus metrics at http://ORCH_METRICS_HOST:P/metrics; under `all` each role
+process serves its own, at P + the role's index in ROLES (decider P, executor
+P+1, projector P+2, correlator P+3, triggers P+4). See docs/metrics.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import multiprocessing
 import signal
@@ -91,6 +97,21 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def metrics_port(base: int, role: str) -> int:
+    """The port of `role` under `run all` (0 stays 0: no metrics)."""
+    return base + list(ROLES).index(role) if base else 0
+
+
+def _serve_metrics(role: str, settings: Settings) -> None:
+    from ..runtime.metrics import serve
+
+    try:
+        serve(role, settings.metrics_port, settings.metrics_host)
+    except OSError as exc:
+        raise CliError(f"cannot serve the {role}'s metrics on {settings.metrics_host}:{settings.metrics_port}: "
+                       f"{exc.strerror or exc} (--metrics-port / ORCH_METRICS_PORT)") from None
+
+
 def run_role(role: str, settings: Settings, stop: threading.Event) -> int:
     """Run one role in this process until `stop` is set; the exit code."""
     try:
@@ -105,22 +126,27 @@ def run_role(role: str, settings: Settings, stop: threading.Event) -> int:
     return 0
 
 
-def _child(role: str) -> None:
+def _child(role: str, base_port: int) -> None:
     """A spawned process of `run all`: the parent decides when to stop (SIGTERM)."""
     stop = threading.Event()
-    settings = load_settings()
+    settings = dataclasses.replace(load_settings(), metrics_port=metrics_port(base_port, role))
     _configure(settings, role)
+    try:
+        _serve_metrics(role, settings)
+    except CliError as exc:
+        log.error("role_failed", role=role, error=str(exc))
+        sys.exit(1)
     _stop_on_signals(stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal's Ctrl-C is the parent's to handle
     log.info("role_starting", role=role)
     sys.exit(run_role(role, settings, stop))
 
 
-def _supervise(roles: list[str]) -> int:
+def _supervise(roles: list[str], base_port: int) -> int:
     ctx = multiprocessing.get_context("spawn")
     stop = threading.Event()
     _stop_on_signals(stop)
-    procs = {role: ctx.Process(target=_child, args=(role,), name=f"orchestrator-{role}") for role in roles}
+    procs = {role: ctx.Process(target=_child, args=(role, base_port), name=f"orchestrator-{role}") for role in roles}
     for role, proc in procs.items():
         proc.start()
         log.info("role_spawned", role=role, pid=proc.pid)
@@ -155,14 +181,21 @@ def _supervise(roles: list[str]) -> int:
 
 @click.command()
 @click.argument("role", type=click.Choice([*ROLES, "all"]), default="all")
-def run(role: str) -> None:
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on this port (`all`: this + the role's index); "
+                   "0 = off. Default: ORCH_METRICS_PORT, else off.")
+def run(role: str, metrics_port: int | None) -> None:
     """Run a role (or all of them, one process each) until SIGINT/SIGTERM."""
     settings = get_settings()
+    if metrics_port is not None:
+        settings = dataclasses.replace(settings, metrics_port=metrics_port)
     roles = list(ROLES) if role == "all" else [role]
     _configure(settings, "supervisor" if role == "all" else role)
+    if role != "all":
+        _serve_metrics(role, settings)  # first: a port in use fails at once
     _prepare(settings, roles)
     if role == "all":
-        code = _supervise(roles)
+        code = _supervise(roles, settings.metrics_port)
     else:
         stop = threading.Event()
         _stop_on_signals(stop)

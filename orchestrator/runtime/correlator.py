@@ -24,6 +24,7 @@ from ..codec import Codec, DecodeError
 from ..config import Settings
 from ..core.correlation import Correlation, wait_key
 from ..core.messages import DeliverEvent, ExternalEvent, WaitOpened
+from . import metrics
 from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
                     reader_config)
 
@@ -50,7 +51,7 @@ class Correlator:
         self.consumer = Consumer(consumer_config(
             settings, settings.group_id("correlator"), role="correlator",
             # one topic: no co-partitioning needed, so keep the buffers of partitions that stay
-            **{"partition.assignment.strategy": "cooperative-sticky"}))
+            **{"partition.assignment.strategy": "cooperative-sticky"}, **metrics.consumer_lag_config("correlator")))
         self.producer = Producer(producer_config(
             settings, transactional_id=f"{settings.topics.prefix}correlator-{settings.instance}",
             **{"transaction.timeout.ms": 10_000}))
@@ -63,6 +64,8 @@ class Correlator:
         self.batches = 0
         self.events = 0
         self.delivered = 0
+        self._sample = metrics.Sampler()
+        metrics.expose("correlator")
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -185,6 +188,9 @@ class Correlator:
         waits = [m for m in self.waits.consume(MAX_BATCH, 0)
                  if m.error() is None or m.error().code() != KafkaError._PARTITION_EOF]
         self.correlation.expire(int(self.clock() * 1000))
+        if self._sample.due():  # `buffered` counts every buffer: not on every loop
+            metrics.CORRELATOR_WAITS.set(self.correlation.open_waits)
+            metrics.CORRELATOR_BUFFERED.set(self.correlation.buffered)
         if not msgs and not waits and not self._pending:
             return 0
         return self._transact(msgs, waits)
@@ -216,8 +222,11 @@ class Correlator:
             return 0
         self._pending = []
         self.batches += 1
-        self.events += sum(1 for msg in msgs if not msg.error())
+        consumed = sum(1 for msg in msgs if not msg.error())
+        self.events += consumed
         self.delivered += len(deliveries)
+        metrics.CORRELATOR_EVENTS.inc(consumed)
+        metrics.CORRELATOR_DELIVERIES.inc(len(deliveries))
         for d in deliveries:
             log.info("event_delivered", execution_id=d.execution_id, step=d.step, event_id=d.event_id,
                      event_type=d.event_type)
@@ -279,7 +288,8 @@ class Correlator:
     def _handle_event(self, msg: Message) -> list[DeliverEvent]:
         event = self._decode_event(msg)
         if isinstance(event, str):
-            self.dead_letters.send(msg, event, "correlator")
+            kind = "undecodable" if event.startswith("correlator cannot decode") else "invalid"
+            self.dead_letters.send(msg, event, "correlator", kind=kind)
             return []
         arrived_at = _arrived_at(msg, int(self.clock() * 1000))
         log.debug("event_buffered", event_id=event.event_id, event_type=event.event_type,

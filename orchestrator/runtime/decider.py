@@ -26,6 +26,7 @@ from ..core.sensitive import seal_values
 from ..core.outbox import outbox
 from .catalog import Catalog
 from .executions import Executions
+from .metrics import DeciderMetrics, consumer_lag_config
 from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
                     read_partition_to_end)
 from .secrets import Sealer
@@ -48,7 +49,8 @@ class Decider:
         self.catalog = Catalog()
         self.executions = Executions()
         self.consumer = Consumer(consumer_config(
-            settings, settings.group_id("decider"), **{"partition.assignment.strategy": "range"}))
+            settings, settings.group_id("decider"), **{"partition.assignment.strategy": "range"},
+            **consumer_lag_config("decider")))
         # A crashed decider's open transaction holds back every read_committed
         # reader of its partitions until it times out: keep that short.
         self.producer = Producer(producer_config(
@@ -58,6 +60,7 @@ class Decider:
         self.dead_letters = DeadLetters(self.producer, settings)
         self._outbox_topics = {"tasks": self.topics.tasks, "commands": self.topics.commands,
                                "results": self.topics.results, "waits": self.topics.waits}
+        self.metrics = DeciderMetrics()
         self.batches = 0
         self.inputs = 0
         self._definitions_fresh = False  # read to the end during the current batch
@@ -102,6 +105,7 @@ class Decider:
         started = time.monotonic()
         restored = 0
         for p in owned:
+            began = time.monotonic()
             states: dict[str, Any] = {}
             for msg in read_partition_to_end(self.settings, self.topics.events, p):
                 try:
@@ -116,11 +120,13 @@ class Decider:
                 restored += 1
             for state in states.values():
                 self.executions.restore(state, p)
+            self.metrics.restored(p, states.values(), time.monotonic() - began)
         log.info("partitions_assigned", partitions=owned, events=restored,
                  executions=len(self.executions), seconds=round(time.monotonic() - started, 3))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.executions.drop_partitions({tp.partition for tp in partitions})
+        self.metrics.revoked({tp.partition for tp in partitions})
         log.info("partitions_revoked", partitions=sorted({tp.partition for tp in partitions}))
 
     # -- the loop -----------------------------------------------------------
@@ -152,6 +158,7 @@ class Decider:
         first_offsets: dict[tuple[str, int], int] = {}
         next_offsets: dict[tuple[str, int], int] = {}
         self._definitions_fresh = False
+        began = time.monotonic()
         self.producer.begin_transaction()
         try:
             for msg in msgs:
@@ -175,12 +182,14 @@ class Decider:
             self._recover(exc, first_offsets)
             return
         self.executions.commit()
+        self.metrics.committed(len(msgs) + len(due), time.monotonic() - began)
         self.batches += 1
         self.inputs += len(msgs) + len(due)
 
     def _recover(self, exc: KafkaException, first_offsets: dict[tuple[str, int], int]) -> None:
         abort_transaction(self.producer, exc, log)
         self.executions.rollback()
+        self.metrics.aborted()
         for (topic, partition), offset in first_offsets.items():
             self.consumer.seek(TopicPartition(topic, partition, offset))
 
@@ -189,17 +198,18 @@ class Decider:
         try:
             command = self.codec.decode(msg.value(), expect=kind)
         except DecodeError as exc:
-            self.dead_letters.send(msg, str(exc), "decider")
+            self.dead_letters.send(msg, str(exc), "decider", kind="undecodable")
             return
         problem = self._misaddressed(msg, command)
         if problem:
-            self.dead_letters.send(msg, problem, "decider")
+            self.dead_letters.send(msg, problem, "decider", kind="misaddressed")
             return
         try:
             self._handle(command, f"{kind}:{msg.partition()}:{msg.offset()}", now, msg.partition())
         except Exception as exc:  # a poison input must not stop every other execution
             log.exception("input_failed", execution_id=command.execution_id, input=type(command).__name__)
-            self.dead_letters.send(msg, f"decider could not apply it: {type(exc).__name__}: {exc}", "decider")
+            self.dead_letters.send(msg, f"decider could not apply it: {type(exc).__name__}: {exc}", "decider",
+                                   kind="failed")
 
     def _misaddressed(self, msg: Message, command: Input) -> str | None:
         eid = command.execution_id
@@ -241,6 +251,7 @@ class Decider:
             self.producer.produce(self._outbox_topics[out.topic], value, out.key.encode())
         self.producer.poll(0)
         self.executions.put(new_state, partition)
+        self.metrics.decided(state, new_state, recorded, partition)  # counted once the batch commits
 
     def close(self) -> None:
         log.info("decider_stopped", batches=self.batches, inputs=self.inputs,

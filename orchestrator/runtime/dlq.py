@@ -1,7 +1,10 @@
 """Dead letters: messages no role can handle go to the dlq topic, bytes untouched.
 
 Dead letters keep the original key, value and headers; the reason travels in
-`dlq.*` headers so an operator can inspect, fix and re-publish them.
+`dlq.*` headers so an operator can inspect, fix and re-publish them. Each
+delivered one counts in `orchestrator_dlq_messages_total{role, topic, reason}`,
+`reason` being a kind (undecodable, invalid, misaddressed, failed,
+trigger_error, unencodable, other), never the free text.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Message
 
 from ..config import Settings
+from .metrics import DLQ_MESSAGES
 
 __all__ = ["DeadLetters"]
 
@@ -36,13 +40,13 @@ class DeadLetters:
         self.topic = settings if isinstance(settings, str) else settings.topics.dlq
         self.failures = 0
 
-    def send(self, msg: Message, reason: str, role: str, *, wait: bool = False) -> None:
+    def send(self, msg: Message, reason: str, role: str, *, wait: bool = False, kind: str = "other") -> None:
         self.send_raw(msg.key(), msg.value(), reason, role, topic=msg.topic(), partition=msg.partition(),
-                      offset=msg.offset(), headers=msg.headers(), wait=wait)
+                      offset=msg.offset(), headers=msg.headers(), wait=wait, kind=kind)
 
     def send_raw(self, key: bytes | str | None, value: bytes | None, reason: str, role: str, *,
                  topic: str | None = None, partition: int | None = None, offset: int | None = None,
-                 headers: list[tuple[str, bytes]] | None = None, wait: bool = False) -> None:
+                 headers: list[tuple[str, bytes]] | None = None, wait: bool = False, kind: str = "other") -> None:
         kept = [(k, v) for k, v in headers or () if not k.startswith("dlq.")]
         kept += [
             ("dlq.reason", reason[: self.MAX_REASON].encode("utf-8", "replace")),
@@ -55,10 +59,12 @@ class DeadLetters:
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             outcome.append(err)
-            if err is not None and err.code() not in _PURGED:  # purged: its transaction was aborted
+            if err is None:
+                DLQ_MESSAGES.labels(role, topic or "", kind).inc()
+            elif err.code() not in _PURGED:  # purged: its transaction was aborted
                 self.failures += 1
                 log.error("dead_letter_not_delivered", topic=topic, offset=offset, error=str(err))
-            elif err is not None:
+            else:
                 log.info("dead_letter_aborted", topic=topic, offset=offset)
 
         kwargs = {"key": key, "value": value, "headers": kept, "on_delivery": delivered}

@@ -30,11 +30,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from ..codec import Codec, DecodeError, EncodeError
 from ..config import Settings
 from ..core.durations import format_duration_ms
+from ..core.keys import leaf
 from ..core.messages import ExecuteStep, TaskFailed, TaskResult
 from .http_transport import AiohttpClient, HttpClient, HttpxClient
 from .executor_offsets import OffsetTracker
 from .executor_steps import perform, wall_clock_ms
 from .kafka import DeadLetters, consumer_config, producer_config
+from . import metrics
 from .secrets import Sealer, secrets_from_env
 from .services import BreakerTransition, ServiceRegistry, load_registry
 
@@ -57,7 +59,8 @@ class Executor:
                  max_in_flight: int | None = None, shutdown_grace_s: float = 2.0) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else load_registry(settings)
-        self.registry.observe_breakers(log_breaker_change)
+        self.registry.observe_breakers(_breaker_changed)
+        metrics.breakers_known(self.registry)
         self.sealer = sealer or Sealer.from_settings(settings)
         self.secrets_env = dict(secrets_from_env() if secrets_env is None else secrets_env)
         self.codec = codec or Codec.default()
@@ -75,6 +78,8 @@ class Executor:
         self._stopping = False
         self.consumer: Any = None
         self.producer: Any = None
+        metrics.expose("executor")
+        metrics.TASKS_IN_FLIGHT.set_function(lambda: self.in_flight)  # read at scrape time
 
     # -- Kafka plumbing -----------------------------------------------------
 
@@ -83,7 +88,8 @@ class Executor:
             self.settings, self.settings.group_id("executor"),
             role="executor", **{"on_commit": self._on_commit,
                                 # one topic: no co-partitioning needed, so move partitions incrementally
-                                "partition.assignment.strategy": "cooperative-sticky"}))
+                                "partition.assignment.strategy": "cooperative-sticky"},
+            **metrics.consumer_lag_config("executor")))
         self.producer = Producer(producer_config(self.settings, role="executor"))
         self.dead_letters = DeadLetters(self.producer, self.settings)
         self.consumer.subscribe([self.settings.topics.tasks], on_assign=self._on_assign,
@@ -137,7 +143,8 @@ class Executor:
         except DecodeError as exc:
             log.error("task_undecodable", partition=tp[1], offset=offset, error=str(exc))
             # Rare: wait for the dead letter (a short flush) so its offset is safe to commit.
-            self.dead_letters.send(msg, f"executor cannot decode the task: {exc}", "executor", wait=True)
+            self.dead_letters.send(msg, f"executor cannot decode the task: {exc}", "executor", wait=True,
+                                   kind="undecodable")
             self.offsets.done(tp, offset)
             return
         self.in_flight += 1
@@ -154,7 +161,10 @@ class Executor:
         except BaseException:
             self.in_flight -= 1  # cancelled at shutdown: not committed, runs again
             raise
-        _log_result(task, result, time.monotonic() - began)
+        seconds = time.monotonic() - began
+        _log_result(task, result, seconds)
+        labels = (task.workflow_name, leaf(task.step_name), _outcome(result))
+        metrics.child(metrics.CALL_DURATION, labels).observe(seconds)
         await self._publish(result, tp, offset, tries=1)
 
     async def _publish(self, result: TaskResult, tp: tuple[str, int], offset: int, tries: int) -> None:
@@ -187,7 +197,9 @@ class Executor:
             self.in_flight -= 1
             self.completed += 1
             self.offsets.done(tp, offset)
+            metrics.child(metrics.RESULTS_PUBLISHED, (_outcome(result),)).inc()
             return
+        metrics.RESULTS_UNDELIVERED.inc()
         log.error("result_not_delivered", execution_id=result.execution_id, step=result.step,
                   attempt=result.attempt, error=str(err), tries=tries)
         if tries < DELIVERY_TRIES and not self._stopping and not err.fatal():
@@ -285,6 +297,17 @@ class Executor:
             self._commit(self.offsets.committable(force=True), asynchronous=False)
         self.consumer.close()
         log.info("executor_stopped", completed=self.completed, abandoned=self.in_flight)
+
+
+def _outcome(result: TaskResult) -> str:
+    if not isinstance(result, TaskFailed):
+        return "succeeded"
+    return "failed_transient" if result.transient else "failed_permanent"
+
+
+def _breaker_changed(change: BreakerTransition) -> None:
+    log_breaker_change(change)
+    metrics.breaker_changed(change)
 
 
 def _log_result(task: ExecuteStep, result: TaskResult, seconds: float) -> None:

@@ -27,6 +27,7 @@ from ..config import Settings
 from ..core.messages import ScheduleFired, StartWorkflow
 from ..core.schedule import ScheduleError, due
 from ..core.triggers import ActiveTrigger, TriggerError, TriggerIndex, start_for_schedule
+from . import metrics
 from .kafka import DeadLetters, abort_transaction, partition_for, producer_config, read_compacted_topic
 
 __all__ = ["Scheduler", "produce", "scheduler_transactional_id"]
@@ -122,6 +123,7 @@ class Scheduler:
         self.fired += len(plans)
         for active, nominal, started in plans:
             if isinstance(started, StartWorkflow):
+                metrics.child(metrics.TRIGGER_STARTS, (active.workflow, "schedule")).inc()
                 log.info("schedule_fired", workflow=active.workflow, trigger=active.name, nominal_time=nominal,
                          execution_id=started.execution_id)
         return len(plans)
@@ -131,25 +133,29 @@ class Scheduler:
             self.producer.begin_transaction()
             for active, nominal, started in plans:
                 eid, reason = "", started.reason if isinstance(started, TriggerError) else None
+                kind = "trigger_error"
                 if isinstance(started, StartWorkflow):
                     try:
                         command = self.codec.encode(started)
                     except ValueError as exc:  # an input the command's schema cannot carry
                         reason = (f"workflow '{active.workflow}' version '{active.version}' trigger "
                                   f"'{active.name}': cannot encode the StartWorkflow: {exc}")
+                        kind = "unencodable"
                     else:
                         eid = started.execution_id
                         produce(self.producer, self.topics.commands, eid, command,
                                 partition_for(eid, self.settings.partitions))
                 value = self.codec.encode(ScheduleFired(active.workflow, active.name, nominal, eid, now))
                 if reason is not None:  # the nominal time is handled: recorded, and dead-lettered
-                    self.dead_letters.send_raw(active.key, value, reason, "triggers", topic=self.topics.schedules)
+                    self.dead_letters.send_raw(active.key, value, reason, "triggers", topic=self.topics.schedules,
+                                               kind=kind)
                 produce(self.producer, self.topics.schedules, active.key, value)
             self.producer.commit_transaction()
             return True
         except KafkaException as exc:
             if _is_fenced(exc):
                 self.fenced = True
+                metrics.SCHEDULER_FENCED.set(1)
                 log.critical("scheduler_fenced", reason="another instance holds the transactional id "
                              f"{self.topics.prefix}scheduler and fires the schedules now", error=str(exc.args[0]))
                 return False

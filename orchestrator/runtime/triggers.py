@@ -39,6 +39,7 @@ from ..core.definition import WorkflowDefinition
 from ..core.loading import DefinitionError, load_definition_source
 from ..core.messages import DefinitionRegistered, ExternalEvent, StartWorkflow
 from ..core.triggers import TriggerIndex
+from . import metrics
 from .kafka import DeadLetters, abort_transaction, consumer_config, partition_for, producer_config, reader_config
 from .scheduler import Scheduler, produce
 
@@ -141,13 +142,14 @@ class Triggers:
         self.definitions = Definitions(settings, self.codec)
         self.consumer = Consumer(consumer_config(
             settings, settings.group_id("triggers"), role="triggers",
-            **{"partition.assignment.strategy": "cooperative-sticky"}))
+            **{"partition.assignment.strategy": "cooperative-sticky"}, **metrics.consumer_lag_config("triggers")))
         self.producer = Producer(producer_config(
             settings, transactional_id=f"{settings.topics.prefix}triggers-{settings.instance}",
             **{"transaction.timeout.ms": 10_000}))
         self.dead_letters = DeadLetters(self.producer, settings)
         self.scheduler = Scheduler(settings, self.codec) if schedules else None
         self._next_tick = 0.0
+        metrics.expose("triggers")
         self.events = 0
         self.started = 0
 
@@ -216,9 +218,12 @@ class Triggers:
             for partition, offset in first_offsets.items():
                 self.consumer.seek(TopicPartition(self.topics.external_events, partition, offset))
             return 0
-        self.events += sum(1 for msg in msgs if not msg.error())
+        consumed = sum(1 for msg in msgs if not msg.error())
+        self.events += consumed
         self.started += len(starts)
+        metrics.TRIGGER_EVENTS.inc(consumed)
         for s in starts:
+            metrics.child(metrics.TRIGGER_STARTS, (s.workflow_name, "event")).inc()
             log.info("trigger_fired", workflow=s.workflow_name, version=s.workflow_version,
                      trigger=(s.requested_by or "").removeprefix("trigger:"), execution_id=s.execution_id)
         return len(starts)
@@ -227,18 +232,20 @@ class Triggers:
         try:
             event = self.codec.decode(msg.value(), expect="external-events")
         except DecodeError as exc:
-            self.dead_letters.send(msg, f"triggers cannot decode the external event: {exc}", "triggers")
+            self.dead_letters.send(msg, f"triggers cannot decode the external event: {exc}", "triggers",
+                                   kind="undecodable")
             return []
         if not isinstance(event, ExternalEvent):
-            self.dead_letters.send(msg, f"expected an ExternalEvent, got {type(event).__name__}", "triggers")
+            self.dead_letters.send(msg, f"expected an ExternalEvent, got {type(event).__name__}", "triggers",
+                                   kind="invalid")
             return []
         outcome = self.index.for_event(event)
         if outcome.matched and not event.event_id:
             self.dead_letters.send(msg, "event_id is empty: a trigger needs it to start one execution per event",
-                                   "triggers")
+                                   "triggers", kind="invalid")
             return []
         for error in outcome.errors:
-            self.dead_letters.send(msg, error.reason, "triggers")
+            self.dead_letters.send(msg, error.reason, "triggers", kind="trigger_error")
         sent: list[StartWorkflow] = []
         for start in outcome.starts:
             eid = start.execution_id
@@ -246,7 +253,7 @@ class Triggers:
                 value = self.codec.encode(start)
             except ValueError as exc:  # an input the command's schema cannot carry
                 self.dead_letters.send(msg, f"workflow '{start.workflow_name}' {start.requested_by}: "
-                                            f"cannot encode the StartWorkflow: {exc}", "triggers")
+                                            f"cannot encode the StartWorkflow: {exc}", "triggers", kind="unencodable")
                 continue
             produce(self.producer, self.topics.commands, eid, value, partition_for(eid, self.settings.partitions))
             sent.append(start)
