@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import yaml
 from rich.markup import escape
 from rich.table import Table
+
+from projections.step_order import STEPS_SQL, definition_order, in_definition_order
 
 from .common import (
     EXIT_FAILED,
@@ -27,40 +28,15 @@ from .render import execution_panel, from_rows
 
 __all__ = ["status", "list_executions", "load_projection", "parent_step"]
 
-STATUSES = ("pending", "running", "compensating", "completed", "failed", "cancelled")
+STATUSES = ("pending", "running", "paused", "compensating", "completed", "failed", "cancelled")
 
 
 def _definition_order(conn: Any, name: str, version: str | None) -> list[str]:
-    """Step names in the order the definition lists them (main steps, each followed by
-    the steps of its switch cases or loop / for_each body, then compensation)."""
+    """Step names in the order the definition lists them (projections/step_order.py)."""
     if version is None:
         return []
     rows = query(conn, "SELECT source FROM workflow_definitions WHERE name = %s AND version = %s", (name, version))
-    if not rows:
-        return []
-    try:
-        spec = (yaml.safe_load(rows[0]["source"]) or {}).get("spec") or {}
-        names = _listed(spec.get("steps"))
-        names += _listed((spec.get("compensation") or {}).get("steps"))
-    except (yaml.YAMLError, AttributeError, TypeError):
-        return []
-    return [n for n in names if isinstance(n, str)]
-
-
-def _listed(steps: Any) -> list[Any]:
-    """The names of `steps` (a YAML list), each followed by those of its blocks."""
-    names: list[Any] = []
-    for step in steps if isinstance(steps, list) else ():
-        if not isinstance(step, dict):
-            continue
-        names.append(step.get("name"))
-        config = step.get("config")
-        if isinstance(config, dict):
-            cases = config.get("cases") if isinstance(config.get("cases"), list) else []
-            for block in (*(c.get("steps") for c in cases if isinstance(c, dict)), config.get("default"),
-                          config.get("steps"), [config.get("step")]):
-                names += _listed(block)
-    return names
+    return definition_order(rows[0]["source"]) if rows else []
 
 
 def load_projection(conn: Any, execution_id: str, *, orders: dict[Any, list[str]] | None = None,
@@ -71,17 +47,14 @@ def load_projection(conn: Any, execution_id: str, *, orders: dict[Any, list[str]
     if not rows:
         return None
     row = rows[0]
-    steps = query(conn, "SELECT * FROM step_executions WHERE execution_id = %s "
-                        "ORDER BY started_at NULLS LAST, step_name", (execution_id,))
+    steps = query(conn, STEPS_SQL, (execution_id,))
     key = (row["workflow_name"], row["workflow_version"])
     names = orders.get(key) if orders is not None else None
     if names is None:
         names = _definition_order(conn, *key)
         if orders is not None and names:  # an unknown definition may be projected later
             orders[key] = names
-    order = {name: i for i, name in enumerate(names)}
-    steps.sort(key=lambda s: order.get(s["step_name"], len(order)))  # stable: unknown ones keep time order
-    return row, steps
+    return row, in_definition_order(steps, names)  # stable: unknown ones keep time order
 
 
 def load_children(conn: Any, execution_id: str) -> list[dict[str, Any]]:
@@ -256,7 +229,7 @@ def list_executions(status_: str | None, workflow: str | None, limit: int, as_js
     sql = ("SELECT id, workflow_name, workflow_version, status, error, created_at, started_at, finished_at, "
            "parent_execution_id, parent_relation, compensation_status "
            "FROM workflow_executions" + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY created_at DESC, id LIMIT %s")
+           + " ORDER BY created_at DESC, id DESC LIMIT %s")  # as the API lists: 0005's indexes
     params.append(limit)
     settings = get_settings()
     with connect(settings) as conn:
