@@ -6,9 +6,12 @@
     status ID [--follow] / list         the PostgreSQL projection (--follow: a line per change)
     history ID / replay ID              the truth on Kafka; replay audits the projection
     cancel ID [--step S] / signal ID NAME  commands to the decider
+    retry|pause|resume ID / skip ID STEP   operators' actions (recorded with who asked)
+    bulk cancel|retry|pause|resume      one action over every execution a filter matches (--dry-run)
     events publish TYPE --data JSON     an external business event
     triggers list                       event and schedule triggers of the registered workflows
     run [decider|executor|projector|correlator|triggers|all]
+    api / api keys new NAME             the HTTP API and web console; API keys
     projections rebuild|migrate / topics create
 
 Configuration comes from the environment (ORCH_*, see `orchestrator.config`).
@@ -22,11 +25,14 @@ from typing import Any
 
 import click
 
+from ..api.cli import api
 from .admin import projections, topics
 from .audit import history, replay
 from .common import CliError
 from .definitions import definitions
 from .executions import cancel, events, signal, start
+from .bulk import bulk
+from .operate import pause, resume, retry, skip
 from .queries import list_executions, status
 from .run import run
 from .triggers import triggers
@@ -113,8 +119,9 @@ def _quiet_logging() -> None:
 
 
 for command in (definitions, start, status, list_executions, history, replay, cancel, signal, events, run,
-                projections, topics, triggers):
+                projections, topics, triggers, retry, pause, resume, skip, bulk):
     cli.add_command(command)
+cli.add_command(api)  # the HTTP API: orchestrator/api/cli.py
 
 
 def main(argv: list[str] | None = None) -> Any:

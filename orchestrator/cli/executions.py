@@ -3,19 +3,20 @@
 Commands go to the commands topic keyed by the execution id (murmur2, so the
 record lands on the partition whose decider owns the execution); external
 events go to the external-events topic keyed by the event id. Sensitive
-input values are sealed here, before anything leaves the machine.
+input values are sealed here, before anything leaves the machine. The
+commands are built by `orchestrator.operations.commands`, as the HTTP API
+builds them; only the user name (`requested_by`) and the sender differ.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 import click
 from rich.live import Live
 
-from ..core.messages import CancelStep, CancelWorkflow, ExternalEvent, SignalWorkflow, StartWorkflow
+from ..operations.commands import cancel_command, external_event, signal_command, start_command
 from ..runtime.kafka import partition_for
 from .common import EXIT_TIMEOUT, CliError, console, echo_json, get_settings, parse_json_value, warn
 from .definitions import definition_info, requested_by
@@ -25,15 +26,14 @@ from .render import execution_panel, from_state
 __all__ = ["start", "cancel", "signal", "events"]
 
 
-def _seal(settings: Any, value: Any, schema: dict[str, Any]) -> Any:
-    from ..core.sensitive import seal_values
+def _seal(settings: Any) -> Any:
+    """The sealing function of this machine's secret key."""
     from ..runtime.secrets import Sealer, SecretKeyError
 
     try:
-        sealer = Sealer.from_settings(settings)
+        return Sealer.from_settings(settings).seal
     except SecretKeyError as exc:
         raise CliError(str(exc)) from None
-    return seal_values(value, schema, sealer.seal)
 
 
 @click.command()
@@ -68,9 +68,10 @@ def start(name: str, version: str | None, input_: str | None, execution_id: str 
         warn(f"workflow {what} is not registered on {topics.definitions}: the decider will reject the start "
              "unless it is applied first (`orchestrator definitions apply FILE`)")
     schema = definition.input_schema if definition is not None else {}
-    sealed = _seal(settings, value, schema)
+    command = start_command(name, version, value, execution_id=execution_id, requested_by=requested_by(),
+                            input_schema=schema, seal=_seal(settings))
 
-    eid = execution_id or str(uuid.uuid4())
+    eid = command.execution_id
     partition = partition_for(eid, settings.partitions)
     follower = None
     start_offset = 0
@@ -86,7 +87,6 @@ def start(name: str, version: str | None, input_: str | None, execution_id: str 
         if execution_id is not None:
             fold_existing(follower)
 
-    command = StartWorkflow(eid, name, version, sealed, requested_by())
     [sent] = publish(settings, [(topics.commands, eid, command)])
     if not wait:
         if as_json:
@@ -173,12 +173,9 @@ def cancel(execution_id: str, step: str | None, reason: str, as_json: bool) -> N
         raise click.BadParameter("must not be empty", param_hint="--step")
     settings = get_settings()
     require_topics(settings, settings.topics.commands)
-    command: CancelStep | CancelWorkflow
-    if step is not None:
-        command, text = (CancelStep(execution_id, step, reason, requested_by()),
-                         f"cancel of step {step} requested for {execution_id}")
-    else:
-        command, text = CancelWorkflow(execution_id, reason, requested_by()), f"cancel requested for {execution_id}"
+    command = cancel_command(execution_id, reason=reason, step=step, requested_by=requested_by())
+    text = (f"cancel of step {step} requested for {execution_id}" if step is not None
+            else f"cancel requested for {execution_id}")
     [sent] = publish(settings, [(settings.topics.commands, execution_id, command)])
     _command_result(as_json, execution_id, type(command).__name__, sent, text)
 
@@ -193,8 +190,8 @@ def signal(execution_id: str, name: str, data: str | None, as_json: bool) -> Non
     payload = parse_json_value(data, "--data")
     settings = get_settings()
     require_topics(settings, settings.topics.commands)
-    [sent] = publish(settings, [(settings.topics.commands, execution_id,
-                                 SignalWorkflow(execution_id, name, payload, requested_by()))])
+    command = signal_command(execution_id, name, payload, requested_by=requested_by())
+    [sent] = publish(settings, [(settings.topics.commands, execution_id, command)])
     _command_result(as_json, execution_id, "SignalWorkflow", sent, f"signal '{name}' sent to {execution_id}")
 
 
@@ -215,8 +212,8 @@ def publish_event(event_type: str, data: str, event_id: str | None, source: str 
     settings = get_settings()
     topic = settings.topics.external_events
     require_topics(settings, topic)
-    eid = event_id or str(uuid.uuid4())
-    event = ExternalEvent(eid, event_type, payload, int(time.time() * 1000), source)
+    event = external_event(event_type, payload, event_id=event_id, source=source)
+    eid = event.event_id
     [sent] = publish(settings, [(topic, eid, event)])
     if as_json:
         echo_json({"event_id": eid, "event_type": event_type, **sent.as_json()})
