@@ -222,7 +222,7 @@ def read_definitions_topic(settings: Settings, keys: set[DefinitionKey] | None =
     """The latest DefinitionRegistered per key on the definitions topic (all
     keys, or only `keys`), read from the beginning to the high watermarks."""
     from orchestrator.codec import Codec
-    from orchestrator.runtime.kafka import reader_config
+    from orchestrator.runtime.kafka import reader_config, watermark_offsets
 
     codec = Codec.default()
     consumer = Consumer(reader_config(settings, "projector-definitions"))
@@ -233,7 +233,7 @@ def read_definitions_topic(settings: Settings, keys: set[DefinitionKey] | None =
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
         targets: dict[int, int] = {}
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = watermark_offsets(consumer, TopicPartition(topic, p), timeout_s)
             if high > low:
                 targets[p] = high
         if not targets:

@@ -24,7 +24,7 @@ from ..operations.commands import (
     skip_command,
 )
 from .auth import OPERATOR, ApiKey
-from ..operations.lookups import definition_of, execution_head
+from ..operations.lookups import execution_head, input_schema_of
 from .context import ApiContext, context
 from .errors import ERROR_RESPONSES, ApiError, error_doc
 from .models import (
@@ -91,9 +91,7 @@ def retry(body: RetryRequest | None = None, execution_id: str = EXECUTION_ID, wa
     def build(conn: Any, row: dict[str, Any]) -> Any:
         sealed = None
         if body.input is not None:
-            version = row["workflow_version"]
-            info = definition_of(conn, row["workflow_name"], version) if version else None
-            sealed = seal_input(body.input, info.input_schema if info else {}, ctx.seal)
+            sealed = seal_input(body.input, input_schema_of(conn, row), ctx.seal)
         return operator_command("retry", execution_id, reason=body.reason, requested_by=key.who,
                                 sealed_input=sealed)
 

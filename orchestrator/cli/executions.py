@@ -26,7 +26,7 @@ from .render import execution_panel, from_state
 __all__ = ["start", "cancel", "signal", "events"]
 
 
-def _seal(settings: Any) -> Any:
+def sealing(settings: Any) -> Any:
     """The sealing function of this machine's secret key."""
     from ..runtime.secrets import Sealer, SecretKeyError
 
@@ -69,7 +69,7 @@ def start(name: str, version: str | None, input_: str | None, execution_id: str 
              "unless it is applied first (`orchestrator definitions apply FILE`)")
     schema = definition.input_schema if definition is not None else {}
     command = start_command(name, version, value, execution_id=execution_id, requested_by=requested_by(),
-                            input_schema=schema, seal=_seal(settings))
+                            input_schema=schema, seal=sealing(settings))
 
     eid = command.execution_id
     partition = partition_for(eid, settings.partitions)

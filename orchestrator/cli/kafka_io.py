@@ -9,7 +9,6 @@ seconds rather than a hang.
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -19,7 +18,8 @@ from confluent_kafka.admin import AdminClient
 from ..codec import Codec, DecodeError
 from ..config import Settings
 from ..core.messages import DefinitionRegistered
-from ..runtime.kafka import admin_client, copartitioned_topics, producer_config, read_partition_to_end, reader_config
+from ..runtime.kafka import (admin_client, copartitioned_topics, producer_config, read_partition_to_end,
+                             reader_config, watermark_offsets)
 from .common import CliError, warn
 
 __all__ = [
@@ -179,26 +179,15 @@ def reader(settings: Settings) -> Consumer:
 
 
 # A topic created a moment ago may not have elected its leaders yet.
-_LEADER_CODES = frozenset({
-    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
-})
 LEADER_WAIT_S = 10.0
 
 
 def watermarks(consumer: Consumer, topic: str, partition: int) -> tuple[int, int]:
     """(low, high) of a partition; waits a little for a new topic's leader."""
-    deadline = time.monotonic() + LEADER_WAIT_S
-    while True:
-        try:
-            return consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=CONNECT_TIMEOUT_S,
-                                                  cached=False)
-        except KafkaException as exc:
-            err = exc.args[0] if exc.args else None
-            leaderless = isinstance(err, KafkaError) and (err.code() in _LEADER_CODES or err.retriable())
-            if not leaderless or time.monotonic() > deadline:
-                raise CliError(f"cannot read the offsets of {topic}[{partition}]: {_kafka_reason(exc)}") from None
-            time.sleep(0.2)
+    try:
+        return watermark_offsets(consumer, TopicPartition(topic, partition), LEADER_WAIT_S)
+    except KafkaException as exc:
+        raise CliError(f"cannot read the offsets of {topic}[{partition}]: {_kafka_reason(exc)}") from None
 
 
 def read_key(settings: Settings, topic: str, partition: int, key: str,

@@ -27,21 +27,16 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON doc
 
 def _sealed_input(settings: Any, execution_id: str, value: Any) -> Any:
     """A retry's new input, sealed with the input schema of the execution's version (as the API does)."""
-    from ..operations.lookups import definition_of, execution_head
-    from ..runtime.secrets import Sealer, SecretKeyError
+    from ..operations.lookups import execution_head, input_schema_of
+    from .executions import sealing
     from .pg import connect
 
     with connect(settings) as conn:
         row = execution_head(conn, execution_id)
         if row is None:
             raise CliError(f"execution {execution_id} is not in the projection: cannot find its input schema")
-        version = row["workflow_version"]
-        info = definition_of(conn, row["workflow_name"], version) if version else None
-    try:
-        sealer = Sealer.from_settings(settings)
-    except SecretKeyError as exc:
-        raise CliError(str(exc)) from None
-    return seal_input(value, info.input_schema if info else None, sealer.seal)
+        schema = input_schema_of(conn, row)
+    return seal_input(value, schema, sealing(settings))
 
 
 def _send(command: Any, text: str, wait_s: float | None, as_json: bool) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .definitions import DefinitionInfo, definition_info
 
-__all__ = ["execution_head", "definition_of"]
+__all__ = ["execution_head", "definition_of", "input_schema_of"]
 
 
 def execution_head(conn: Any, execution_id: str) -> dict[str, Any] | None:
@@ -35,3 +35,10 @@ def definition_of(conn: Any, workflow: str, version: str | None) -> DefinitionIn
         version = found["versions"][-1]["version"]  # listed in version order
     row = reads.get_definition_version(conn, workflow, version)
     return definition_info([_Registered(row)], workflow, version) if row else None
+
+
+def input_schema_of(conn: Any, execution: dict[str, Any]) -> dict[str, Any] | None:
+    """The input schema of an execution's version (`execution_head`'s row): what seals a retry's new input."""
+    version = execution["workflow_version"]
+    info = definition_of(conn, execution["workflow_name"], version) if version else None
+    return info.input_schema if info else None

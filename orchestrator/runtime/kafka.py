@@ -257,6 +257,27 @@ def _check_configs(admin: AdminClient, wanted: dict[str, dict[str, str]], timeou
 # -- reading -------------------------------------------------------------------
 
 
+_LEADERLESS = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,
+})
+
+
+def watermark_offsets(consumer: Consumer, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """(low, high) of a partition. A topic created a moment ago may not have its
+    leader yet: retriable errors are retried until `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(deadline - time.monotonic(), 0.5), cached=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            leaderless = isinstance(err, KafkaError) and (err.code() in _LEADERLESS or err.retriable())
+            if not leaderless or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_partition_to_end(
     source: Settings | Consumer,
     topic: str,
@@ -278,7 +299,7 @@ def read_partition_to_end(
     consumer = Consumer(reader_config(source)) if own else source
     try:
         tp = TopicPartition(topic, partition)
-        low, high = consumer.get_watermark_offsets(tp, timeout=idle_timeout, cached=False)
+        low, high = watermark_offsets(consumer, tp, idle_timeout)
         begin = low if start == OFFSET_BEGINNING else high if start == OFFSET_END else max(start, low)
         if begin >= high:
             return
