@@ -22,7 +22,8 @@ from fastapi.responses import RedirectResponse
 from prometheus_client import Counter, Histogram, make_asgi_app
 
 from ..config import Settings
-from . import analytics, console, graph, routes_bulk, routes_commands, routes_definitions, routes_executions
+from . import (analytics, console, graph, routes_audit, routes_bulk, routes_commands, routes_definitions,
+               routes_executions)
 from .auth import ApiKey, KeyRing, caller
 from .context import ApiContext
 from .errors import ERROR_RESPONSES, install_handlers, refuse_unstorable, unexpected
@@ -121,7 +122,8 @@ def create_app(settings: Settings, keys: KeyRing, *, schema: str | None = None, 
     def root() -> RedirectResponse:
         return RedirectResponse("/console/", status_code=307)
 
-    for module in (routes_definitions, graph, routes_executions, routes_commands, routes_bulk, analytics, console):
+    for module in (routes_definitions, graph, routes_executions, routes_commands, routes_bulk, routes_audit,
+                   analytics, console):
         app.include_router(module.router)
     # prometheus_client's ASGI app at exactly /metrics (a mount would answer /metrics with a redirect)
     app.add_route("/metrics", _AsgiEndpoint(make_asgi_app()), include_in_schema=False)

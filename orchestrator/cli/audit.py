@@ -41,7 +41,8 @@ from .render import (
     state_waiting_for,
 )
 
-__all__ = ["history", "replay", "HistoryEntry", "Fold", "read_history", "compare"]
+__all__ = ["history", "replay", "HistoryEntry", "Fold", "read_history", "compare", "audit_execution",
+           "UnknownExecution"]
 
 
 @dataclass
@@ -85,16 +86,20 @@ def decode_entry(codec: Codec, msg: Any) -> HistoryEntry:
         return HistoryEntry(msg.partition(), msg.offset(), None, str(exc))
 
 
-def read_history(execution_id: str) -> list[HistoryEntry]:
+class UnknownExecution(CliError):
+    """No event of the execution on the events topic."""
+
+
+def read_history(execution_id: str, settings: Any = None) -> list[HistoryEntry]:
     """Every record of the execution on the events topic, in offset order."""
-    settings = get_settings()
+    settings = settings or get_settings()
     topic = settings.topics.events
     require_topics(settings, topic)
     partition = partition_for(execution_id, settings.partitions)
     codec = Codec.default()
     entries = [decode_entry(codec, msg) for msg in read_key(settings, topic, partition, execution_id)]
     if not entries:
-        raise CliError(f"execution {execution_id}: no events on {topic} (partition {partition}); "
+        raise UnknownExecution(f"execution {execution_id}: no events on {topic} (partition {partition}); "
                        "unknown execution id?")
     return entries
 
@@ -313,42 +318,49 @@ def _states_table(fold: Fold, entries: dict[int, HistoryEntry]) -> Table:
     return table
 
 
-def _replay_one(execution_id: str, as_json: bool) -> None:
-    from .pg import connect
+def audit_execution(settings: Any, conn: Any, execution_id: str) -> tuple[dict[str, Any], Fold, list[HistoryEntry]]:
+    """`orchestrator replay ID` as a document (also `GET /api/v1/executions/{id}/replay`): the
+    history read from Kafka folded through the core, and its differences from the projection."""
     from .queries import load_projection
 
-    entries = read_history(execution_id)
+    entries = read_history(execution_id, settings)
     fold = Fold(execution_id)
     for entry in entries:
         fold.add(entry)
     state = fold.state
+    diffs = compare(state, load_projection(conn, execution_id), fold.phases)
+    doc = {
+        "execution_id": execution_id,
+        "events": len(entries),
+        "states": fold.states,
+        "final": from_state(state, phases=fold.phases),
+        "history_problems": fold.problems,
+        "differences": diffs,
+        "consistent": not diffs and not fold.problems,
+    }
+    return doc, fold, entries
+
+
+def _replay_one(execution_id: str, as_json: bool) -> None:
+    from .pg import connect
+
     settings = get_settings()
     with connect(settings) as conn:
-        projected = load_projection(conn, execution_id)
-    diffs = compare(state, projected, fold.phases)
-    problems = fold.problems
-    consistent = not diffs and not problems
+        doc, fold, entries = audit_execution(settings, conn, execution_id)
     if as_json:
-        echo_json({
-            "execution_id": execution_id,
-            "events": len(entries),
-            "states": fold.states,
-            "final": from_state(state, phases=fold.phases),
-            "history_problems": problems,
-            "differences": diffs,
-            "consistent": consistent,
-        })
+        echo_json(doc)
     else:
         out = console()
         out.print(_states_table(fold, {e.offset: e for e in entries}))
-        for problem in problems:
+        for problem in doc["history_problems"]:
             out.print(f"[red]history problem[/red]: {escape(problem)}")
+        diffs = doc["differences"]
         if diffs:
             out.print(_diffs_table(diffs, f"{len(diffs)} difference(s) between the events and the projection"))
-        elif not problems:
-            out.print(f"[green]consistent[/green]: {len(fold.states)} events fold to {state.status}; "
+        elif not doc["history_problems"]:
+            out.print(f"[green]consistent[/green]: {len(fold.states)} events fold to {fold.state.status}; "
                       "the projection agrees")
-    if not consistent:
+    if not doc["consistent"]:
         raise SystemExit(1)
 
 

@@ -109,16 +109,21 @@ def triggers() -> None:
     """Executions started by external events and cron schedules (`spec.triggers`)."""
 
 
+def active_triggers(settings: Any) -> list[dict[str, Any]]:
+    """`orchestrator triggers list` as rows (also `GET /api/v1/triggers`)."""
+    from .kafka_io import read_definitions, require_kafka
+
+    topics = require_kafka(settings)
+    found = [d for d, _ in read_definitions(settings, topics=topics)]
+    return trigger_rows(found, int(time.time() * 1000), _progress(settings, topics))
+
+
 @triggers.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def list_triggers(as_json: bool) -> None:
     """The active triggers: those of the latest registered version of each workflow."""
-    from .kafka_io import read_definitions, require_kafka
-
     settings = get_settings()
-    topics = require_kafka(settings)
-    found = [d for d, _ in read_definitions(settings, topics=topics)]
-    rows = trigger_rows(found, int(time.time() * 1000), _progress(settings, topics))
+    rows = active_triggers(settings)
     if as_json:
         echo_json({"triggers": rows})
         return

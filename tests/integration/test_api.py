@@ -170,6 +170,14 @@ def test_an_execution_started_by_the_api_reads_as_the_cli_shows_it(api) -> None:
                                                                    "input.who": "ann"})
     assert eid in [i["id"] for i in listed.json()["items"]]
 
+    # The audit, as `orchestrator replay ID --json` gives it.
+    audit = api.get(f"/api/v1/executions/{eid}/replay", headers=VIEWER).json()
+    cli_audit = json.loads(api.engine.cli("replay", eid, "--json").stdout)
+    assert audit["consistent"] is True and audit["states"] is None
+    assert (audit["events"], audit["final"]) == (cli_audit["events"], cli_audit["final"])
+    assert api.get("/api/v1/executions/nothing-here/replay", headers=VIEWER).status_code == 404
+    assert api.get("/api/v1/triggers", headers=VIEWER).json() == {"triggers": []}
+
 
 def test_a_start_is_sealed_and_a_cancel_is_recorded_with_the_key(api) -> None:
     batch = uuid.uuid4().hex
