@@ -25,8 +25,8 @@ from ..config import Settings
 from ..core.correlation import Correlation, wait_key
 from ..core.messages import DeliverEvent, ExternalEvent, WaitOpened
 from . import metrics
-from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
-                    reader_config)
+from .kafka import (DeadLetters, abort_transaction, close_group_consumer, consumer_config, partition_for,
+                    producer_config, reader_config)
 
 __all__ = ["Correlator", "run_correlator"]
 
@@ -309,7 +309,7 @@ class Correlator:
 
     def close(self) -> None:
         log.info("correlator_stopped", batches=self.batches, events=self.events, delivered=self.delivered)
-        for closing in (self.consumer.close, self.waits.close, self.reader.close, lambda: self.producer.flush(5)):
+        for closing in (lambda: close_group_consumer(self.consumer, "correlator"), self.waits.close, self.reader.close, lambda: self.producer.flush(5)):
             try:
                 closing()
             except Exception:  # shutting down: report, keep closing the rest

@@ -27,8 +27,8 @@ from ..core.outbox import outbox
 from .catalog import Catalog
 from .executions import Executions
 from .metrics import DeciderMetrics, consumer_lag_config
-from .kafka import (DeadLetters, abort_transaction, consumer_config, partition_for, producer_config,
-                    read_partition_to_end)
+from .kafka import (DeadLetters, abort_transaction, close_group_consumer, consumer_config, partition_for,
+                    producer_config, read_partition_to_end)
 from .secrets import Sealer
 
 __all__ = ["Decider", "run_decider"]
@@ -256,7 +256,7 @@ class Decider:
     def close(self) -> None:
         log.info("decider_stopped", batches=self.batches, inputs=self.inputs,
                  inputs_per_batch=round(self.inputs / max(self.batches, 1), 1))
-        for closing in (self.consumer.close, self.definitions.close, lambda: self.producer.flush(5)):
+        for closing in (lambda: close_group_consumer(self.consumer, "decider"), self.definitions.close, lambda: self.producer.flush(5)):
             try:
                 closing()
             except Exception:  # shutting down: report, keep closing the rest

@@ -35,7 +35,7 @@ from ..core.messages import ExecuteStep, TaskFailed, TaskResult
 from .http_transport import AiohttpClient, HttpClient, HttpxClient
 from .executor_offsets import OffsetTracker
 from .executor_steps import perform, wall_clock_ms
-from .kafka import DeadLetters, consumer_config, producer_config
+from .kafka import DeadLetters, close_group_consumer, consumer_config, producer_config
 from . import metrics
 from .secrets import Sealer, secrets_from_env
 from .services import BreakerTransition, ServiceRegistry, load_registry
@@ -295,7 +295,7 @@ class Executor:
             log.error("results_not_flushed", count=remaining)
         else:
             self._commit(self.offsets.committable(force=True), asynchronous=False)
-        self.consumer.close()
+        close_group_consumer(self.consumer, "executor")
         log.info("executor_stopped", completed=self.completed, abandoned=self.in_flight)
 
 

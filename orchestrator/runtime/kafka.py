@@ -257,6 +257,31 @@ def _check_configs(admin: AdminClient, wanted: dict[str, dict[str, str]], timeou
 # -- reading -------------------------------------------------------------------
 
 
+GROUP_CLOSE_TIMEOUT_S = 15.0
+
+
+def close_group_consumer(consumer: Consumer, name: str, timeout: float = GROUP_CLOSE_TIMEOUT_S) -> None:
+    """Leave the group and close, but never hang the role's shutdown: librdkafka can wait
+    for ever in a cooperative rebalance callback when an assignment arrives while the
+    consumer closes (librdkafka#4884). After `timeout` the close is left to finish on its
+    own thread; the broker drops the member when its session times out."""
+    import threading
+
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            consumer.close()
+        except Exception as exc:  # shutting down: report it, do not raise from here
+            log.warning("consumer_close_failed", consumer=name, error=str(exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=close, name=f"close-{name}", daemon=True).start()
+    if not done.wait(timeout):
+        log.warning("consumer_close_timed_out", consumer=name, seconds=timeout)
+
+
 _LEADERLESS = frozenset({
     KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_PARTITION,

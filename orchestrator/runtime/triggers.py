@@ -40,7 +40,8 @@ from ..core.loading import DefinitionError, load_definition_source
 from ..core.messages import DefinitionRegistered, ExternalEvent, StartWorkflow
 from ..core.triggers import TriggerIndex
 from . import metrics
-from .kafka import DeadLetters, abort_transaction, consumer_config, partition_for, producer_config, reader_config
+from .kafka import (DeadLetters, abort_transaction, close_group_consumer, consumer_config, partition_for,
+                    producer_config, reader_config)
 from .scheduler import Scheduler, produce
 
 __all__ = ["Definitions", "Triggers", "run_triggers"]
@@ -262,7 +263,8 @@ class Triggers:
     def close(self) -> None:
         log.info("triggers_stopped", events=self.events, started=self.started,
                  scheduled=self.scheduler.fired if self.scheduler else 0)
-        closings: list[Callable[[], Any]] = [self.consumer.close, self.definitions.close,
+        closings: list[Callable[[], Any]] = [lambda: close_group_consumer(self.consumer, "triggers"),
+                                             self.definitions.close,
                                              lambda: self.producer.flush(5)]
         if self.scheduler is not None:
             closings.append(self.scheduler.close)
