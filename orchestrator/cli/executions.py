@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.live import Live
 
-from ..operations.commands import cancel_command, external_event, signal_command, start_command
+from ..operations.commands import cancel_command, external_event, signal_command, start_command, wait_for_decision
 from ..runtime.kafka import partition_for
 from .common import EXIT_TIMEOUT, CliError, console, echo_json, get_settings, parse_json_value, warn
 from .definitions import definition_info, requested_by
@@ -153,11 +153,29 @@ def _wait(follower: Any, start_offset: int, sent: Any, timeout: float | None, de
         raise SystemExit(1)
 
 
-def _command_result(as_json: bool, eid: str, kind: str, sent: Any, text: str) -> None:
+def send_and_report(command: Any, text: str, wait_s: float | None, as_json: bool) -> None:
+    """Publish one command keyed by its execution id and print where it landed; with `wait_s`,
+    also the decider's decision from the projection (exit 1 when rejected, 2 when pending)."""
+    settings = get_settings()
+    require_topics(settings, settings.topics.commands)
+    [sent] = publish(settings, [(settings.topics.commands, command.execution_id, command)])
+    doc: dict[str, Any] = {"execution_id": command.execution_id, "command": type(command).__name__,
+                           **sent.as_json()}
+    if wait_s is not None:
+        from .pg import connect
+
+        outcome, reason = wait_for_decision(lambda: connect(settings), command.execution_id, sent.partition,
+                                            sent.offset, wait_s)
+        doc.update(outcome=outcome, reason=reason)
+        text += f": {outcome}" + (f" ({reason})" if reason else "")
     if as_json:
-        echo_json({"execution_id": eid, "command": kind, **sent.as_json()})
+        echo_json(doc)
     else:
         click.echo(text)
+    if doc.get("outcome") == "rejected":
+        raise SystemExit(1)
+    if doc.get("outcome") == "pending":
+        raise SystemExit(EXIT_TIMEOUT)
 
 
 @click.command()
@@ -171,13 +189,10 @@ def cancel(execution_id: str, step: str | None, reason: str, as_json: bool) -> N
     --step only one pending or active step of it (recorded as StepCancelled)."""
     if step is not None and not step.strip():
         raise click.BadParameter("must not be empty", param_hint="--step")
-    settings = get_settings()
-    require_topics(settings, settings.topics.commands)
     command = cancel_command(execution_id, reason=reason, step=step, requested_by=requested_by())
     text = (f"cancel of step {step} requested for {execution_id}" if step is not None
             else f"cancel requested for {execution_id}")
-    [sent] = publish(settings, [(settings.topics.commands, execution_id, command)])
-    _command_result(as_json, execution_id, type(command).__name__, sent, text)
+    send_and_report(command, text, None, as_json)
 
 
 @click.command()
@@ -188,11 +203,8 @@ def cancel(execution_id: str, step: str | None, reason: str, as_json: bool) -> N
 def signal(execution_id: str, name: str, data: str | None, as_json: bool) -> None:
     """Send signal NAME (with optional data) to execution ID."""
     payload = parse_json_value(data, "--data")
-    settings = get_settings()
-    require_topics(settings, settings.topics.commands)
     command = signal_command(execution_id, name, payload, requested_by=requested_by())
-    [sent] = publish(settings, [(settings.topics.commands, execution_id, command)])
-    _command_result(as_json, execution_id, "SignalWorkflow", sent, f"signal '{name}' sent to {execution_id}")
+    send_and_report(command, f"signal '{name}' sent to {execution_id}", None, as_json)
 
 
 @click.group()

@@ -12,9 +12,10 @@ from typing import Any
 
 import click
 
-from ..operations.commands import operator_command, seal_input, skip_command, wait_for_decision
-from .common import EXIT_TIMEOUT, CliError, echo_json, get_settings, parse_json_value
+from ..operations.commands import operator_command, seal_input, skip_command
+from .common import CliError, get_settings, parse_json_value
 from .definitions import requested_by
+from .executions import sealing, send_and_report
 
 __all__ = ["retry", "pause", "resume", "skip"]
 
@@ -28,7 +29,6 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON doc
 def _sealed_input(settings: Any, execution_id: str, value: Any) -> Any:
     """A retry's new input, sealed with the input schema of the execution's version (as the API does)."""
     from ..operations.lookups import execution_head, input_schema_of
-    from .executions import sealing
     from .pg import connect
 
     with connect(settings) as conn:
@@ -37,31 +37,6 @@ def _sealed_input(settings: Any, execution_id: str, value: Any) -> Any:
             raise CliError(f"execution {execution_id} is not in the projection: cannot find its input schema")
         schema = input_schema_of(conn, row)
     return seal_input(value, schema, sealing(settings))
-
-
-def _send(command: Any, text: str, wait_s: float | None, as_json: bool) -> None:
-    from .kafka_io import publish, require_topics
-
-    settings = get_settings()
-    require_topics(settings, settings.topics.commands)
-    [sent] = publish(settings, [(settings.topics.commands, command.execution_id, command)])
-    doc: dict[str, Any] = {"execution_id": command.execution_id, "command": type(command).__name__,
-                           **sent.as_json()}
-    if wait_s is not None:
-        from .pg import connect
-
-        outcome, reason = wait_for_decision(lambda: connect(settings), command.execution_id, sent.partition,
-                                            sent.offset, wait_s)
-        doc.update(outcome=outcome, reason=reason)
-        text += f": {outcome}" + (f" ({reason})" if reason else "")
-    if as_json:
-        echo_json(doc)
-    else:
-        click.echo(text)
-    if doc.get("outcome") == "rejected":
-        raise SystemExit(1)
-    if doc.get("outcome") == "pending":
-        raise SystemExit(EXIT_TIMEOUT)
 
 
 @click.command()
@@ -78,7 +53,7 @@ def retry(execution_id: str, input_: str | None, reason: str | None, wait_s: flo
     sealed = _sealed_input(get_settings(), execution_id, value) if value is not None else None
     command = operator_command("retry", execution_id, reason=reason, requested_by=requested_by(),
                                sealed_input=sealed)
-    _send(command, f"retry requested for {execution_id}", wait_s, as_json)
+    send_and_report(command, f"retry requested for {execution_id}", wait_s, as_json)
 
 
 @click.command()
@@ -90,7 +65,7 @@ def pause(execution_id: str, reason: str | None, wait_s: float | None, as_json: 
     """Hold running execution ID: no new step starts until `orchestrator resume`;
     calls in flight finish and timers keep their deadlines."""
     command = operator_command("pause", execution_id, reason=reason, requested_by=requested_by())
-    _send(command, f"pause requested for {execution_id}", wait_s, as_json)
+    send_and_report(command, f"pause requested for {execution_id}", wait_s, as_json)
 
 
 @click.command()
@@ -101,7 +76,7 @@ def pause(execution_id: str, reason: str | None, wait_s: float | None, as_json: 
 def resume(execution_id: str, reason: str | None, wait_s: float | None, as_json: bool) -> None:
     """Let paused execution ID go on."""
     command = operator_command("resume", execution_id, reason=reason, requested_by=requested_by())
-    _send(command, f"resume requested for {execution_id}", wait_s, as_json)
+    send_and_report(command, f"resume requested for {execution_id}", wait_s, as_json)
 
 
 @click.command()
@@ -116,4 +91,4 @@ def skip(execution_id: str, step: str, output: str | None, reason: str | None, w
     """End STEP of execution ID as skipped, with --output for the steps after it."""
     command = skip_command(execution_id, step, output=parse_json_value(output, "--output"), reason=reason,
                            requested_by=requested_by())
-    _send(command, f"skip of step {step} requested for {execution_id}", wait_s, as_json)
+    send_and_report(command, f"skip of step {step} requested for {execution_id}", wait_s, as_json)
